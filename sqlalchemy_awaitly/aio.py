@@ -1,0 +1,203 @@
+"""The asyncio twin of :mod:`sqlalchemy_awaitly.store`, on an ``AsyncEngine``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+from sqlalchemy import Table
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
+
+from .base import StoreStats, calls_for, closed_error, stats_from, store_options
+from .calls import Call
+from .ddl import prepare_table
+from .errors import ConfigurationError
+from .execution import (
+    AsyncEngineRunner,
+    AsyncPsycopgRunner,
+    run_on_async_connection,
+    uses_psycopg,
+)
+from .schema import DEFAULT_TABLE_NAME
+from .statements import Statements
+
+T = TypeVar("T")
+AsyncTransaction = AsyncConnection | AsyncSession
+
+
+class AsyncSQLAlchemyKeyValueStore:
+    """:class:`~sqlalchemy_awaitly.store.SQLAlchemyKeyValueStore` for asyncio code.
+
+    Same options and behaviour; ``engine=`` takes an ``AsyncEngine``, and
+    ``connection=`` an ``AsyncConnection`` or ``AsyncSession``. A bare
+    ``sqlite://`` URL uses aiosqlite (install the ``aiosqlite`` extra).
+    """
+
+    def __init__(
+        self,
+        connection_string: str | URL | None = None,
+        *,
+        engine: AsyncEngine | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        database: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        pool: Mapping[str, Any] | None = None,
+        table_name: str = DEFAULT_TABLE_NAME,
+        schema: str | None = None,
+        create_table: bool = True,
+    ) -> None:
+        if isinstance(engine, Engine):
+            raise ConfigurationError("a sync Engine needs SQLAlchemyKeyValueStore")
+        options = store_options(
+            engine=engine,
+            connection_string=connection_string,
+            host=host,
+            port=port,
+            database=database,
+            user=user,
+            password=password,
+            pool=pool,
+            table_name=table_name,
+            schema=schema,
+            create_table=create_table,
+            asyncio=True,
+        )
+        self._options = options
+        self._owns_engine = engine is None
+        if engine is None:
+            assert options.url is not None
+            engine = create_async_engine(options.url, **options.engine_arguments)
+        self.engine: AsyncEngine = engine
+        self._calls = calls_for(engine.dialect.name)
+        self._lock = asyncio.Lock()
+        self._statements: Statements | None = None
+        self._runner: AsyncPsycopgRunner | AsyncEngineRunner | None = None
+        self._closed = False
+
+    @property
+    def table(self) -> Table:
+        return self._options.table
+
+    async def setup(self) -> None:
+        """Check the table (creating it if allowed) now rather than on the first call."""
+        await self._ready()
+
+    async def _ready(self) -> AsyncPsycopgRunner | AsyncEngineRunner:
+        async with self._lock:
+            if self._closed:
+                raise closed_error()
+            if self._runner is None:
+                async with self.engine.connect() as conn:
+                    info = await conn.run_sync(
+                        prepare_table, self.table, self._options.create_table
+                    )
+                statements = Statements(self.table, self.engine.dialect.name, info.naive_utc_expiry)
+                label = self._options.table_label
+                self._statements = statements
+                self._runner = (
+                    AsyncPsycopgRunner(self.engine, statements, label)
+                    if uses_psycopg(self.engine.dialect)
+                    else AsyncEngineRunner(self.engine, label)
+                )
+            return self._runner
+
+    async def _run(self, call: Call[T], connection: AsyncTransaction | None) -> T:
+        if call.op is None:
+            return call.answer_without_io()
+        runner = self._runner or await self._ready()
+        assert self._statements is not None
+        op = self._statements.op(call.op)
+        if connection is None:
+            return call.read(await runner.run(op, call.params))
+        conn = await connection.connection() if isinstance(connection, AsyncSession) else connection
+        label = self._options.table_label
+        return call.read(await run_on_async_connection(conn, op, call.params, label))
+
+    async def get(self, key: str, *, connection: AsyncTransaction | None = None) -> str | None:
+        return await self._run(self._calls.get(key), connection)
+
+    async def set(
+        self,
+        key: str,
+        value: str,
+        ttl: float | None = None,
+        *,
+        connection: AsyncTransaction | None = None,
+    ) -> None:
+        await self._run(self._calls.set(key, value, ttl), connection)
+
+    async def delete(self, key: str, *, connection: AsyncTransaction | None = None) -> bool:
+        return await self._run(self._calls.delete(key), connection)
+
+    async def exists(self, key: str, *, connection: AsyncTransaction | None = None) -> bool:
+        return await self._run(self._calls.exists(key), connection)
+
+    async def keys(
+        self, pattern: str = "*", *, connection: AsyncTransaction | None = None
+    ) -> list[str]:
+        return await self._run(self._calls.keys(pattern), connection)
+
+    async def keys_with_prefix(
+        self, prefix: str, *, connection: AsyncTransaction | None = None
+    ) -> list[str]:
+        return await self._run(self._calls.keys_with_prefix(prefix), connection)
+
+    async def get_many(
+        self, keys: Iterable[str], *, connection: AsyncTransaction | None = None
+    ) -> dict[str, str]:
+        return await self._run(self._calls.get_many(keys), connection)
+
+    async def set_many(
+        self,
+        items: Mapping[str, str] | Iterable[tuple[str, str]],
+        ttl: float | None = None,
+        *,
+        connection: AsyncTransaction | None = None,
+    ) -> None:
+        await self._run(self._calls.set_many(items, ttl), connection)
+
+    async def delete_many(
+        self, keys: Iterable[str], *, connection: AsyncTransaction | None = None
+    ) -> int:
+        return await self._run(self._calls.delete_many(keys), connection)
+
+    async def purge_expired(self, batch_size: int = 1000) -> int:
+        call = self._calls.purge_batch(batch_size)
+        total = 0
+        while True:
+            removed = await self._run(call, None)
+            total += removed
+            if removed < batch_size:
+                return total
+
+    async def stats(self) -> StoreStats:
+        counts = await self._run(self._calls.count(), None)
+        sizes = await self._run(self._calls.sizes(self._options.table_label), None)
+        return stats_from(counts, sizes)
+
+    async def close(self) -> None:
+        """Dispose the engine if this store built it; a caller's engine is left alone."""
+        async with self._lock:
+            self._closed = True
+            self._runner = None
+        if self._owns_engine:
+            await self.engine.dispose()
+
+    async def __aenter__(self) -> AsyncSQLAlchemyKeyValueStore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+AsyncPostgresKeyValueStore = AsyncSQLAlchemyKeyValueStore

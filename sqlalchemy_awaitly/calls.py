@@ -1,0 +1,158 @@
+"""What each store method sends and how it reads the answer, shared by sync and asyncio.
+
+A method validates its input here (so bad input never reaches the database),
+names the statement to run with its parameters, and says how to turn the
+rows into its return value. The sync and asyncio stores only do the I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from .execution import Outcome
+from .patterns import KeyScan, scan_for_pattern, scan_for_prefix
+from .validation import (
+    check_batch_size,
+    check_key,
+    check_keys,
+    check_pattern,
+    check_ttl,
+    check_value,
+)
+
+T = TypeVar("T")
+_NOTHING = Outcome([], 0)
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One statement to run (``op`` None: nothing to send) and the reader of its outcome."""
+
+    op: str | None
+    params: dict[str, Any]
+    read: Callable[[Outcome], T]
+
+    def answer_without_io(self) -> T:
+        return self.read(_NOTHING)
+
+
+def _first_value(outcome: Outcome) -> str | None:
+    return outcome.rows[0][0] if outcome.rows else None
+
+
+def _any_row(outcome: Outcome) -> bool:
+    return bool(outcome.rows)
+
+
+def _none(outcome: Outcome) -> None:
+    return None
+
+
+def _first_flag(outcome: Outcome) -> bool:
+    return bool(outcome.rows) and bool(outcome.rows[0][0])
+
+
+def _count_flags(outcome: Outcome) -> int:
+    return sum(1 for row in outcome.rows if row[0])
+
+
+def _pairs(outcome: Outcome) -> dict[str, str]:
+    return {row[0]: row[1] for row in outcome.rows}
+
+
+def _first_column(outcome: Outcome) -> list[str]:
+    return [row[0] for row in outcome.rows]
+
+
+def _rowcount(outcome: Outcome) -> int:
+    return max(outcome.rowcount, 0)
+
+
+def _first_row(outcome: Outcome) -> tuple[Any, ...]:
+    return tuple(outcome.rows[0])
+
+
+class Calls:
+    """The calls of one store, for its dialect (``postgresql`` or ``sqlite``)."""
+
+    def __init__(self, dialect_name: str) -> None:
+        self._postgresql = dialect_name == "postgresql"
+
+    def _keys_param(self, keys: Sequence[str]) -> object:
+        return list(keys) if self._postgresql else json.dumps(keys)
+
+    def get(self, key: str) -> Call[str | None]:
+        return Call("get", {"key": check_key(key)}, _first_value)
+
+    def exists(self, key: str) -> Call[bool]:
+        return Call("exists", {"key": check_key(key)}, _any_row)
+
+    def set(self, key: str, value: str, ttl: float | None) -> Call[None]:
+        key = check_key(key)
+        params = {"key": key, "value": check_value(key, value), "ttl": check_ttl(ttl)}
+        return Call("set", params, _none)
+
+    def delete(self, key: str) -> Call[bool]:
+        return Call("delete", {"key": check_key(key)}, _first_flag)
+
+    def get_many(self, keys: Iterable[str]) -> Call[dict[str, str]]:
+        unique = check_keys(keys)
+        return Call("get_many" if unique else None, {"keys": self._keys_param(unique)}, _pairs)
+
+    def delete_many(self, keys: Iterable[str]) -> Call[int]:
+        unique = check_keys(keys)
+        return Call(
+            "delete_many" if unique else None, {"keys": self._keys_param(unique)}, _count_flags
+        )
+
+    def set_many(
+        self, items: Mapping[str, str] | Iterable[tuple[str, str]], ttl: float | None
+    ) -> Call[None]:
+        pairs = items.items() if isinstance(items, Mapping) else items
+        latest: dict[str, str] = {}
+        for key, value in pairs:
+            key = check_key(key)
+            latest[key] = check_value(key, value)
+        seconds = check_ttl(ttl)
+        if not latest:
+            return Call(None, {}, _none)
+        keys, values = list(latest), list(latest.values())
+        params: dict[str, Any] = {"ttl": seconds}
+        if self._postgresql:
+            params.update(keys=keys, values=values)
+        else:
+            params["items"] = json.dumps([list(kv) for kv in zip(keys, values, strict=True)])
+        return Call("set_many", params, _none)
+
+    def keys(self, pattern: str) -> Call[list[str]]:
+        return self._scan(scan_for_pattern(check_pattern(pattern)))
+
+    def keys_with_prefix(self, prefix: str) -> Call[list[str]]:
+        return self._scan(scan_for_prefix(check_pattern(prefix)))
+
+    def _scan(self, scan: KeyScan) -> Call[list[str]]:
+        if scan.exact is not None:
+            if not scan.exact:
+                return Call(None, {}, _first_column)
+            return Call("scan_exact", {"key": scan.exact}, _first_column)
+        params: dict[str, Any] = {"lower": scan.lower}
+        if scan.upper is not None:
+            params["upper"] = scan.upper
+        match = scan.like if self._postgresql else scan.glob
+        op = "scan_range" if scan.upper is not None else "scan_from"
+        if match is not None:
+            params["match"] = match
+            op += "_match"
+        return Call(op, params, _first_column)
+
+    def purge_batch(self, batch_size: int) -> Call[int]:
+        return Call("purge_batch", {"batch_size": check_batch_size(batch_size)}, _rowcount)
+
+    def count(self) -> Call[tuple[Any, ...]]:
+        return Call("count", {}, _first_row)
+
+    def sizes(self, relation: str) -> Call[tuple[Any, ...]]:
+        return Call("sizes", {"relation": relation} if self._postgresql else {}, _first_row)

@@ -1,0 +1,74 @@
+"""Creating the table race-free, and finding out what an existing table looks like."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+from sqlalchemy import Table, bindparam, func, inspect, select, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from .errors import TableMissingError
+from .execution import missing_table_message
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """What the store must know about an existing table before it runs anything."""
+
+    exists: bool
+    # True for tables made by the Node.js adapter (timestamp without time zone).
+    naive_utc_expiry: bool = False
+
+
+def qualified_name(table: Table) -> str:
+    return f"{table.schema}.{table.name}" if table.schema else table.name
+
+
+def inspect_table(conn: Connection, table: Table) -> TableInfo:
+    if conn.dialect.name == "postgresql":
+        found = conn.execute(
+            select(func.format_type(text("a.atttypid"), text("a.atttypmod")))
+            .select_from(text("pg_attribute a"))
+            .where(
+                text("a.attrelid = to_regclass(:relation)").bindparams(
+                    bindparam("relation", qualified_name(table))
+                ),
+                text("a.attname = 'expires_at' AND NOT a.attisdropped"),
+            )
+        ).scalar()
+        if found is None:
+            return TableInfo(exists=False)
+        return TableInfo(exists=True, naive_utc_expiry=found == "timestamp without time zone")
+    return TableInfo(exists=inspect(conn).has_table(table.name, schema=table.schema))
+
+
+def create_table(conn: Connection, table: Table) -> None:
+    """Create the table and its indexes from the model, safely when many processes start.
+
+    ``CREATE ... IF NOT EXISTS`` alone races on PostgreSQL (two sessions can
+    both pass the check and one fails on the catalog's unique index), so the
+    statements run under a transaction-scoped advisory lock. SQLite serialises
+    DDL itself.
+    """
+    with conn.begin():
+        if conn.dialect.name == "postgresql":
+            lock_id = zlib.crc32(f"sqlalchemy_awaitly:{qualified_name(table)}".encode())
+            conn.execute(select(func.pg_advisory_xact_lock(lock_id)))
+        conn.execute(CreateTable(table, if_not_exists=True))
+        for index in sorted(table.indexes, key=lambda i: str(i.name)):
+            conn.execute(CreateIndex(index, if_not_exists=True))
+
+
+def prepare_table(conn: Connection, table: Table, create: bool) -> TableInfo:
+    """Make sure the table is there (creating it only if allowed and missing)."""
+    info = inspect_table(conn, table)
+    conn.rollback()
+    if not info.exists:
+        if not create:
+            raise TableMissingError(missing_table_message(qualified_name(table)))
+        create_table(conn, table)
+        info = inspect_table(conn, table)
+        conn.rollback()
+    return info

@@ -1,0 +1,36 @@
+"""Exceptions the store raises, so callers can tell bad input from a bad database."""
+
+from __future__ import annotations
+
+
+class AwaitlyStoreError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InvalidInputError(AwaitlyStoreError, ValueError):
+    """A key, value, TTL or name was rejected before anything was written."""
+
+
+class ConfigurationError(AwaitlyStoreError, ValueError):
+    """The store was not told where its database is, or was told two things."""
+
+
+class TableMissingError(AwaitlyStoreError):
+    """The state table does not exist and the store may not create it."""
+
+
+class StoreUnavailableError(AwaitlyStoreError):
+    """The database could not be reached; the call did not complete."""
+
+
+class CorruptStateError(AwaitlyStoreError):
+    """A stored row is not a workflow document this version understands.
+
+    Raised instead of treating the row as missing: a missing row would make
+    the runner start the workflow over and repeat its side effects.
+    """
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"corrupt workflow state under key {key!r}: {reason}")
+        self.key = key
+        self.reason = reason

@@ -1,0 +1,185 @@
+"""Every SQL statement the store runs, built once from the table with SQLAlchemy Core.
+
+The sync and asyncio stores, and both ways of executing (the pool's driver
+connection, or a caller's own Connection), all run these same statements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Integer,
+    Table,
+    Text,
+    any_,
+    bindparam,
+    cast,
+    collate,
+    delete,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+    true,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import Executable
+
+
+@dataclass(frozen=True, eq=False)
+class Op:
+    """One statement; ``returns_rows`` says whether to fetch rows or a row count."""
+
+    name: str
+    statement: Executable
+    returns_rows: bool
+
+
+class Statements:
+    """The statements for one table on one dialect (``postgresql`` or ``sqlite``).
+
+    ``naive_utc_expiry`` is for tables made by the Node.js adapter, whose
+    ``expires_at`` is ``timestamp without time zone``: expiry is then written
+    and compared as UTC wall-clock time, so neither the client's time zone nor
+    the session ``TimeZone`` can shift it.
+    """
+
+    def __init__(self, table: Table, dialect_name: str, naive_utc_expiry: bool = False) -> None:
+        if dialect_name not in ("postgresql", "sqlite"):
+            raise NotImplementedError(
+                f"the {dialect_name!r} dialect is not supported; use PostgreSQL or SQLite"
+            )
+        self.table = table
+        self.dialect_name = dialect_name
+        self.is_postgresql = dialect_name == "postgresql"
+        t = table.c
+        ttl = bindparam("ttl", type_=Float)
+        if self.is_postgresql:
+            now: ColumnElement[Any] = func.statement_timestamp()
+            if naive_utc_expiry:
+                now = func.timezone(literal_column("'UTC'"), now)
+            expiry: ColumnElement[Any] = now + cast(ttl, Float) * literal_column(
+                "INTERVAL '1 second'"
+            )
+            key_c: ColumnElement[str] = collate(t.key, "C")
+        else:
+            fmt: ColumnElement[str] = literal_column("'%Y-%m-%d %H:%M:%f'")
+            now = func.strftime(fmt, literal_column("'now'"))
+            expiry = func.strftime(
+                fmt, func.julianday(literal_column("'now'")) + ttl / literal_column("86400.0")
+            )
+            key_c = t.key
+        live = or_(t.expires_at.is_(None), t.expires_at > now)
+        # Whether a deleted row was live. Not ``live`` itself: SQLite 3.40
+        # evaluates ``expires_at IS NULL`` as false in a DELETE's RETURNING
+        # clause when a partial index covers the column.
+        was_live = func.coalesce(t.expires_at > now, true()).label("live")
+
+        key = bindparam("key", type_=Text)
+        self.get = Op("get", select(t.value).where(t.key == key, live), True)
+        self.exists = Op("exists", select(literal_column("1")).where(t.key == key, live), True)
+        self.set = Op("set", self._upsert_one(key, expiry), False)
+        self.delete = Op("delete", delete(table).where(t.key == key).returning(was_live), True)
+
+        many = self._key_in_keys()
+        self.get_many = Op("get_many", select(t.key, t.value).where(many, live), True)
+        self.delete_many = Op(
+            "delete_many",
+            delete(table).where(many).returning(was_live),
+            True,
+        )
+        self.set_many = Op("set_many", self._upsert_many(expiry), False)
+
+        match = bindparam("match", type_=Text)
+        matches = key_c.like(match, escape="\\") if self.is_postgresql else t.key.op("GLOB")(match)
+        lower = key_c >= bindparam("lower", type_=Text)
+        upper = key_c < bindparam("upper", type_=Text)
+        scan = select(t.key).order_by(key_c)
+        self.scan_exact = Op("scan_exact", scan.where(t.key == key, live), True)
+        self.scan_range = Op("scan_range", scan.where(lower, upper, live), True)
+        self.scan_from = Op("scan_from", scan.where(lower, live), True)
+        self.scan_range_match = Op(
+            "scan_range_match", scan.where(lower, upper, matches, live), True
+        )
+        self.scan_from_match = Op("scan_from_match", scan.where(lower, matches, live), True)
+
+        expired = t.expires_at.is_not(None) & (t.expires_at <= now)
+        batch = select(t.key).where(expired).limit(bindparam("batch_size", type_=Integer))
+        self.purge_batch = Op("purge_batch", delete(table).where(t.key.in_(batch)), False)
+        self.count = Op(
+            "count",
+            select(func.count(), func.count().filter(expired)).select_from(table),
+            True,
+        )
+        self.sizes = Op("sizes", self._sizes(), True)
+
+    def _sizes(self) -> Executable:
+        if self.is_postgresql:
+            rel = cast(bindparam("relation", type_=Text), postgresql.REGCLASS)
+            return select(
+                func.pg_total_relation_size(rel),
+                func.pg_relation_size(rel),
+                func.pg_indexes_size(rel),
+            )
+        return select(
+            literal_column("page_count * page_size"), literal_column("NULL"), literal_column("NULL")
+        ).select_from(text("pragma_page_count(), pragma_page_size()"))
+
+    def all_ops(self) -> list[Op]:
+        return [v for v in vars(self).values() if isinstance(v, Op)]
+
+    def op(self, name: str) -> Op:
+        found = getattr(self, name)
+        assert isinstance(found, Op), name
+        return found
+
+    def _insert(self) -> Any:
+        return postgresql.insert(self.table) if self.is_postgresql else sqlite.insert(self.table)
+
+    def _upsert_one(self, key: ColumnElement[str], expiry: ColumnElement[Any]) -> Executable:
+        stmt = self._insert().values(
+            key=key, value=bindparam("value", type_=Text), expires_at=expiry
+        )
+        return self._on_conflict_update(stmt)
+
+    def _upsert_many(self, expiry: ColumnElement[Any]) -> Executable:
+        if self.is_postgresql:
+            rows = (
+                func.unnest(
+                    cast(bindparam("keys"), postgresql.ARRAY(Text)),
+                    cast(bindparam("values"), postgresql.ARRAY(Text)),
+                )
+                .table_valued("k", "v")
+                .render_derived()
+            )
+            source = select(rows.c.k, rows.c.v, expiry)
+        else:
+            rows = func.json_each(bindparam("items", type_=Text)).table_valued("value")
+            source = select(
+                func.json_extract(rows.c.value, literal_column("'$[0]'")),
+                func.json_extract(rows.c.value, literal_column("'$[1]'")),
+                expiry,
+            ).where(true())  # SQLite needs a WHERE to parse INSERT ... SELECT ... ON CONFLICT
+        stmt = self._insert().from_select(["key", "value", "expires_at"], source)
+        return self._on_conflict_update(stmt)
+
+    def _on_conflict_update(self, stmt: Any) -> Executable:
+        excluded = stmt.excluded
+        upsert: Executable = stmt.on_conflict_do_update(
+            index_elements=[self.table.c.key],
+            set_={"value": excluded.value, "expires_at": excluded.expires_at},
+        )
+        return upsert
+
+    def _key_in_keys(self) -> ColumnElement[bool]:
+        """``key`` is one of the ``keys`` parameter: one statement text for any count."""
+        key = self.table.c.key
+        if self.is_postgresql:
+            return key == any_(cast(bindparam("keys"), postgresql.ARRAY(Text)))
+        each = func.json_each(bindparam("keys", type_=Text)).table_valued("value")
+        return key.in_(select(each.c.value))

@@ -1,0 +1,204 @@
+"""The key/value store for sync code: awaitly's ``KeyValueStore`` on a SQLAlchemy Engine."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+from sqlalchemy import Table, create_engine
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import Session
+
+from .base import StoreStats, calls_for, closed_error, stats_from, store_options
+from .calls import Call
+from .ddl import prepare_table
+from .errors import ConfigurationError
+from .execution import EngineRunner, PsycopgRunner, run_on_connection, uses_psycopg
+from .schema import DEFAULT_TABLE_NAME
+from .statements import Statements
+
+T = TypeVar("T")
+Transaction = Connection | Session
+
+
+class SQLAlchemyKeyValueStore:
+    """Keys and string values with optional TTL, in one table, on PostgreSQL or SQLite.
+
+    Give it your application's ``engine=`` to share its pool (it is never
+    disposed here), or a URL / individual options to let the store build and
+    own one. Nothing touches the database until the first call (or
+    :meth:`setup`). Every method takes ``connection=``: a ``Connection`` or
+    ``Session`` whose transaction the call joins, so state commits or rolls
+    back with the application's own writes.
+    """
+
+    def __init__(
+        self,
+        connection_string: str | URL | None = None,
+        *,
+        engine: Engine | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        database: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        pool: Mapping[str, Any] | None = None,
+        table_name: str = DEFAULT_TABLE_NAME,
+        schema: str | None = None,
+        create_table: bool = True,
+    ) -> None:
+        if isinstance(engine, AsyncEngine):
+            raise ConfigurationError("an AsyncEngine needs AsyncSQLAlchemyKeyValueStore")
+        options = store_options(
+            engine=engine,
+            connection_string=connection_string,
+            host=host,
+            port=port,
+            database=database,
+            user=user,
+            password=password,
+            pool=pool,
+            table_name=table_name,
+            schema=schema,
+            create_table=create_table,
+            asyncio=False,
+        )
+        self._options = options
+        self._owns_engine = engine is None
+        if engine is None:
+            assert options.url is not None
+            engine = create_engine(options.url, **options.engine_arguments)
+        self.engine: Engine = engine
+        self._calls = calls_for(engine.dialect.name)
+        self._lock = threading.Lock()
+        self._statements: Statements | None = None
+        self._runner: PsycopgRunner | EngineRunner | None = None
+        self._closed = False
+
+    @property
+    def table(self) -> Table:
+        return self._options.table
+
+    def setup(self) -> None:
+        """Check the table (creating it if allowed) now rather than on the first call."""
+        self._ready()
+
+    def _ready(self) -> PsycopgRunner | EngineRunner:
+        with self._lock:
+            if self._closed:
+                raise closed_error()
+            if self._runner is None:
+                with self.engine.connect() as conn:
+                    info = prepare_table(conn, self.table, self._options.create_table)
+                statements = Statements(self.table, self.engine.dialect.name, info.naive_utc_expiry)
+                label = self._options.table_label
+                self._statements = statements
+                self._runner = (
+                    PsycopgRunner(self.engine, statements, label)
+                    if uses_psycopg(self.engine.dialect)
+                    else EngineRunner(self.engine, label)
+                )
+            return self._runner
+
+    def _run(self, call: Call[T], connection: Transaction | None) -> T:
+        if call.op is None:
+            return call.answer_without_io()
+        runner = self._runner or self._ready()
+        assert self._statements is not None
+        op = self._statements.op(call.op)
+        if connection is None:
+            return call.read(runner.run(op, call.params))
+        conn = connection.connection() if isinstance(connection, Session) else connection
+        return call.read(run_on_connection(conn, op, call.params, self._options.table_label))
+
+    def get(self, key: str, *, connection: Transaction | None = None) -> str | None:
+        """The value under ``key``, or None if there is none or it has expired."""
+        return self._run(self._calls.get(key), connection)
+
+    def set(
+        self,
+        key: str,
+        value: str,
+        ttl: float | None = None,
+        *,
+        connection: Transaction | None = None,
+    ) -> None:
+        """Store ``value`` under ``key``; ``ttl`` seconds from now (database clock) it expires."""
+        self._run(self._calls.set(key, value, ttl), connection)
+
+    def delete(self, key: str, *, connection: Transaction | None = None) -> bool:
+        """Remove ``key``; True if a live (unexpired) row was removed."""
+        return self._run(self._calls.delete(key), connection)
+
+    def exists(self, key: str, *, connection: Transaction | None = None) -> bool:
+        return self._run(self._calls.exists(key), connection)
+
+    def keys(self, pattern: str = "*", *, connection: Transaction | None = None) -> list[str]:
+        """Live keys matching ``pattern``, in byte order; ``*`` is the only wildcard."""
+        return self._run(self._calls.keys(pattern), connection)
+
+    def keys_with_prefix(self, prefix: str, *, connection: Transaction | None = None) -> list[str]:
+        """Live keys starting with ``prefix`` taken literally (``*`` included)."""
+        return self._run(self._calls.keys_with_prefix(prefix), connection)
+
+    def get_many(
+        self, keys: Iterable[str], *, connection: Transaction | None = None
+    ) -> dict[str, str]:
+        """The live keys among ``keys`` with their values, in one statement."""
+        return self._run(self._calls.get_many(keys), connection)
+
+    def set_many(
+        self,
+        items: Mapping[str, str] | Iterable[tuple[str, str]],
+        ttl: float | None = None,
+        *,
+        connection: Transaction | None = None,
+    ) -> None:
+        """Upsert many keys in one statement (a repeated key: the last value wins)."""
+        self._run(self._calls.set_many(items, ttl), connection)
+
+    def delete_many(self, keys: Iterable[str], *, connection: Transaction | None = None) -> int:
+        """Remove ``keys`` in one statement; returns how many live rows went."""
+        return self._run(self._calls.delete_many(keys), connection)
+
+    def purge_expired(self, batch_size: int = 1000) -> int:
+        """Delete expired rows, ``batch_size`` per statement (short locks, bounded WAL)."""
+        call = self._calls.purge_batch(batch_size)
+        total = 0
+        while True:
+            removed = self._run(call, None)
+            total += removed
+            if removed < batch_size:
+                return total
+
+    def stats(self) -> StoreStats:
+        """Row counts and, on PostgreSQL, table and index sizes."""
+        counts = self._run(self._calls.count(), None)
+        sizes = self._run(self._calls.sizes(self._options.table_label), None)
+        return stats_from(counts, sizes)
+
+    def close(self) -> None:
+        """Dispose the engine if this store built it; a caller's engine is left alone."""
+        with self._lock:
+            self._closed = True
+            self._runner = None
+        if self._owns_engine:
+            self.engine.dispose()
+
+    def __enter__(self) -> SQLAlchemyKeyValueStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+PostgresKeyValueStore = SQLAlchemyKeyValueStore
+"""The name awaitly-postgres uses; the store works on SQLite too."""
