@@ -56,7 +56,7 @@ def store_options(
     create_table: bool,
     asyncio: bool,
 ) -> StoreOptions:
-    table = workflow_state_table(MetaData(), table_name or DEFAULT_TABLE_NAME, schema)
+    table = workflow_state_table(MetaData(), table_name, schema)
     if engine is not None:
         extra = [
             name

@@ -267,7 +267,6 @@ def _docker_answers() -> str | None:
     """Return None if testcontainers imports and a Docker daemon answers, else why not."""
     try:
         import docker  # type: ignore[import-not-found, import-untyped, unused-ignore]
-        import testcontainers.postgres  # type: ignore[import-not-found, import-untyped, unused-ignore]  # noqa: F401
     except Exception as exc:
         return f"testcontainers unavailable ({exc!r})"
     try:
@@ -285,7 +284,9 @@ def provide_postgres() -> Iterator[tuple[str, LocalPostgres | None]]:
         return
     tried = ["TEST_DATABASE_URL: not set"]
     if (why := _docker_answers()) is None:
-        from testcontainers.postgres import PostgresContainer  # type: ignore[import-not-found, import-untyped, unused-ignore]
+        from testcontainers.community.postgres import (  # type: ignore[import-not-found, import-untyped, unused-ignore]
+            PostgresContainer,
+        )
 
         with PostgresContainer("postgres:15") as container:
             yield _as_psycopg(container.get_connection_url()), None

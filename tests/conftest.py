@@ -1,0 +1,147 @@
+"""Fixtures: a real PostgreSQL server, a real SQLite file, and every store flavour.
+
+The contract suite runs once per backend (PostgreSQL, SQLite) and flavour
+(sync, asyncio). Async stores are driven through :class:`SyncView`, which runs
+each coroutine on the test's own event loop, so one test body serves both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from postgres_server import LocalPostgres, PostgresUnavailable, provide_postgres
+from sqlalchemy import Engine, MetaData, Table, create_engine, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sqlalchemy_awaitly import AsyncSQLAlchemyKeyValueStore, SQLAlchemyKeyValueStore
+
+
+class PostgresHandle:
+    def __init__(self, url: str, server: LocalPostgres | None) -> None:
+        self.url = url
+        self.server = server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresHandle]:
+    """A real PostgreSQL; in CI a missing server fails the run, elsewhere it skips."""
+    try:
+        with provide_postgres() as (url, server):
+            yield PostgresHandle(url, server)
+    except PostgresUnavailable as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs PostgreSQL and none could be started: {e}")
+        pytest.skip(f"no PostgreSQL: {e}")
+
+
+@pytest.fixture(scope="session")
+def pg_engine(postgres: PostgresHandle) -> Iterator[Engine]:
+    engine = create_engine(postgres.url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def table_name() -> str:
+    return f"t_{uuid.uuid4().hex[:12]}"
+
+
+def drop_table(engine: Engine, name: str, schema: str | None = None) -> None:
+    with engine.begin() as conn:
+        Table(name, MetaData(), schema=schema).drop(conn, checkfirst=True)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'state.db'}"
+
+
+class SyncView:
+    """Calls an async store's coroutine methods synchronously on one event loop."""
+
+    def __init__(self, target: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._target = target
+        self._loop = loop
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if inspect.iscoroutinefunction(attr):
+
+            def call(*args: Any, **kwargs: Any) -> Any:
+                return self._loop.run_until_complete(attr(*args, **kwargs))
+
+            return call
+        return attr
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def checked_out(engine: Engine | AsyncEngine) -> int:
+    sync = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    count: int = sync.pool.checkedout()  # type: ignore[attr-defined]
+    return count
+
+
+StoreFactory = Callable[..., Any]
+
+
+@pytest.fixture(params=["postgresql-sync", "postgresql-async", "sqlite-sync", "sqlite-async"])
+def make_store(
+    request: pytest.FixtureRequest,
+    table_name: str,
+    sqlite_url: str,
+    loop: asyncio.AbstractEventLoop,
+) -> Iterator[StoreFactory]:
+    """Builds stores of one backend and flavour; closes them and checks for leaks after."""
+    backend, flavour = request.param.split("-")
+    url = request.getfixturevalue("postgres").url if backend == "postgresql" else sqlite_url
+    made: list[Any] = []
+
+    def factory(**options: Any) -> Any:
+        options.setdefault("table_name", table_name)
+        if "engine" not in options:
+            options.setdefault("connection_string", url)
+        if flavour == "sync":
+            store: Any = SQLAlchemyKeyValueStore(**options)
+        else:
+            store = SyncView(AsyncSQLAlchemyKeyValueStore(**options), loop)
+        made.append(store)
+        return store
+
+    factory.backend = backend  # type: ignore[attr-defined]
+    factory.flavour = flavour  # type: ignore[attr-defined]
+    factory.url = url  # type: ignore[attr-defined]
+    yield factory
+    for store in made:
+        assert checked_out(store.engine) == 0, "a connection was leaked"
+        store.close()
+    if backend == "postgresql":
+        engine = create_engine(url)
+        drop_table(engine, table_name)
+        engine.dispose()
+
+
+@pytest.fixture
+def store(make_store: StoreFactory) -> Any:
+    return make_store()
+
+
+def raw_rows(engine_url: str, sql: str) -> list[Any]:
+    engine = create_engine(engine_url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(text(sql)).all())
+    finally:
+        engine.dispose()
