@@ -13,7 +13,7 @@ from .calls import Calls
 from .config import engine_arguments, resolve_url
 from .ddl import qualified_name
 from .errors import AwaitlyStoreError, ConfigurationError
-from .schema import DEFAULT_TABLE_NAME, workflow_state_table
+from .schema import workflow_state_table
 
 
 @dataclass(frozen=True)
