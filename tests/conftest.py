@@ -145,3 +145,25 @@ def raw_rows(engine_url: str, sql: str) -> list[Any]:
             return list(conn.execute(text(sql)).all())
     finally:
         engine.dispose()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_connection_leaks() -> Iterator[None]:
+    """After the whole suite, every pool of every engine has nothing checked out."""
+    from sqlalchemy import event
+    from sqlalchemy.pool import Pool
+
+    out: set[int] = set()
+
+    def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        out.add(id(record))
+
+    def checkin(dbapi_connection: Any, record: Any) -> None:
+        out.discard(id(record))
+
+    event.listen(Pool, "checkout", checkout)
+    event.listen(Pool, "checkin", checkin)
+    yield
+    event.remove(Pool, "checkout", checkout)
+    event.remove(Pool, "checkin", checkin)
+    assert not out, f"{len(out)} pooled connection(s) never returned"

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from sqlalchemy_awaitly.patterns import next_prefix
 
-ALPHABET = st.sampled_from(list("ab%_\\*?[]^.$AéZ✓\U0001f600 :") + ["\uffff", "\U0010ffff"])
+ALPHABET = st.sampled_from([*"ab%_\\*?[]^.$AéZ✓\U0001f600 :", "\uffff", "\U0010ffff"])
 KEYS = st.lists(st.text(ALPHABET, min_size=1, max_size=6), min_size=1, max_size=12, unique=True)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -31,7 +30,7 @@ def test_connection_commit_and_rollback(
     store = SQLAlchemyKeyValueStore(engine=engine, table_name=table_name)
     store.setup()
     with engine.connect() as conn:
-        conn.execute(text("CREATE TABLE IF NOT EXISTS orders_%s (id int)" % table_name))
+        conn.execute(text(f"CREATE TABLE IF NOT EXISTS orders_{table_name} (id int)"))
         conn.commit()
     with pytest.raises(RuntimeError), engine.begin() as conn:
         conn.execute(text(f"INSERT INTO orders_{table_name} VALUES (1)"))
