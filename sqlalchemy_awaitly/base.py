@@ -85,15 +85,20 @@ def store_options(
         password=password,
         asyncio=asyncio,
     )
+    check_backend(url.get_backend_name())
     return StoreOptions(url, engine_arguments(url, pool), table, create_table)
 
 
-def calls_for(dialect_name: str) -> Calls:
-    if dialect_name not in ("postgresql", "sqlite"):
+def check_backend(name: str) -> str:
+    if name not in ("postgresql", "sqlite"):
         raise ConfigurationError(
-            f"the {dialect_name!r} database is not supported; use PostgreSQL or SQLite"
+            f"the {name!r} database is not supported; use PostgreSQL or SQLite"
         )
-    return Calls(dialect_name)
+    return name
+
+
+def calls_for(dialect_name: str) -> Calls:
+    return Calls(check_backend(dialect_name))
 
 
 def closed_error() -> AwaitlyStoreError:

@@ -155,9 +155,7 @@ def test_custom_schema_on_postgresql(postgres: PostgresHandle, table_name: str) 
     engine = create_engine(postgres.url)
     with engine.begin() as conn:
         conn.execute(text("CREATE SCHEMA IF NOT EXISTS app_state"))
-    with SQLAlchemyKeyValueStore(
-        engine=engine, table_name=table_name, schema="app_state"
-    ) as store:
+    with SQLAlchemyKeyValueStore(engine=engine, table_name=table_name, schema="app_state") as store:
         store.set("k", "v")
         assert store.keys("*") == ["k"]
         assert store.stats().rows == 1

@@ -91,12 +91,20 @@ def test_reads_the_older_serialized_state_format(store: Any) -> None:
                 "result": {
                     "ok": False,
                     "error": "DECLINED",
-                    "cause": {"type": "error", "errorName": "Error", "errorMessage": "card declined"},
+                    "cause": {
+                        "type": "error",
+                        "errorName": "Error",
+                        "errorMessage": "card declined",
+                    },
                 },
                 "meta": {"origin": "result"},
             },
         },
-        "metadata": {"version": 1, "lastStepKey": "charge", "updatedAt": "2026-01-20T10:00:00.000Z"},
+        "metadata": {
+            "version": 1,
+            "lastStepKey": "charge",
+            "updatedAt": "2026-01-20T10:00:00.000Z",
+        },
     }
     store.set("workflow:state:old", json.dumps(older))
     loaded = Persistence(store).load("old")
