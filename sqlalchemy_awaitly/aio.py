@@ -22,7 +22,7 @@ from .execution import (
     uses_psycopg,
 )
 from .schema import DEFAULT_TABLE_NAME
-from .statements import Statements
+from .statements import Op, Statements
 
 T = TypeVar("T")
 AsyncTransaction = AsyncConnection | AsyncSession
@@ -76,6 +76,7 @@ class AsyncSQLAlchemyKeyValueStore:
         self._calls = calls_for(engine.dialect.name)
         self._lock = asyncio.Lock()
         self._statements: Statements | None = None
+        self._ops: dict[str, Op] = {}
         self._runner: AsyncPsycopgRunner | AsyncEngineRunner | None = None
         self._closed = False
 
@@ -99,6 +100,7 @@ class AsyncSQLAlchemyKeyValueStore:
                 statements = Statements(self.table, self.engine.dialect.name, info.naive_utc_expiry)
                 label = self._options.table_label
                 self._statements = statements
+                self._ops = {op.name: op for op in statements.all_ops()}
                 self._runner = (
                     AsyncPsycopgRunner(self.engine, statements, label)
                     if uses_psycopg(self.engine.dialect)
@@ -110,8 +112,7 @@ class AsyncSQLAlchemyKeyValueStore:
         if call.op is None:
             return call.answer_without_io()
         runner = self._runner or await self._ready()
-        assert self._statements is not None
-        op = self._statements.op(call.op)
+        op = self._ops[call.op]
         if connection is None:
             return call.read(await runner.run(op, call.params))
         conn = await connection.connection() if isinstance(connection, AsyncSession) else connection

@@ -27,7 +27,7 @@ T = TypeVar("T")
 _NOTHING = Outcome([], 0)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Call(Generic[T]):
     """One statement to run (``op`` None: nothing to send) and the reader of its outcome."""
 

@@ -87,6 +87,10 @@ def engine_arguments(url: URL, pool: Mapping[str, Any] | None) -> dict[str, Any]
         raise ConfigurationError(
             f"unknown pool option(s) {unknown}; accepted: {sorted(POOL_OPTIONS)}"
         )
+    # The store's own engine serves only single statements: autocommit spares
+    # the per-call BEGIN/ROLLBACK round trips and the reset on return to the pool.
+    options.setdefault("isolation_level", "AUTOCOMMIT")
+    options.setdefault("pool_reset_on_return", None)
     if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
         # A server that is down must give an error, not a hang.
         options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}

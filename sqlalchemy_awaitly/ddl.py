@@ -52,10 +52,23 @@ def create_table(conn: Connection, table: Table) -> None:
     statements run under a transaction-scoped advisory lock. SQLite serialises
     DDL itself.
     """
+    if conn.dialect.name != "postgresql":
+        _create(conn, table)
+        return
+    # A session-level lock, held until the DDL has committed, in autocommit
+    # and transactional connections alike.
+    lock_id = zlib.crc32(f"sqlalchemy_awaitly:{qualified_name(table)}".encode())
     with conn.begin():
-        if conn.dialect.name == "postgresql":
-            lock_id = zlib.crc32(f"sqlalchemy_awaitly:{qualified_name(table)}".encode())
-            conn.execute(select(func.pg_advisory_xact_lock(lock_id)))
+        conn.execute(select(func.pg_advisory_lock(lock_id)))
+    try:
+        _create(conn, table)
+    finally:
+        with conn.begin():
+            conn.execute(select(func.pg_advisory_unlock(lock_id)))
+
+
+def _create(conn: Connection, table: Table) -> None:
+    with conn.begin():
         conn.execute(CreateTable(table, if_not_exists=True))
         for index in sorted(table.indexes, key=lambda i: str(i.name)):
             conn.execute(CreateIndex(index, if_not_exists=True))

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn, cast
+from typing import Any, NamedTuple, NoReturn, cast
 
+import psycopg
 from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -28,8 +29,7 @@ from .statements import Op, Statements
 Rows = list[Sequence[Any]]
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     rows: Rows
     rowcount: int
 
@@ -89,12 +89,36 @@ def _psycopg_params(compiled: CompiledOp, params: Mapping[str, Any]) -> Mapping[
 
 
 def _wrap_psycopg(error: Exception, compiled: CompiledOp, dialect: Dialect) -> Exception:
-    import psycopg
-
     wrapped = exc.DBAPIError.instance(
         compiled.sql, None, error, psycopg.Error, dialect=dialect, ismulti=False
     )
     return wrapped
+
+
+_CURSOR = "sqlalchemy_awaitly.cursor"
+
+
+def _cursor_of(fairy: PoolProxiedConnection, conn: Any) -> Any:
+    """A cursor kept with the pooled connection: a new one per call costs ~10 us."""
+    cur = fairy.info.get(_CURSOR)
+    if cur is None or cur.connection is not conn or cur.closed:
+        cur = fairy.info[_CURSOR] = conn.cursor()
+    return cur
+
+
+_async_cursor_of = _cursor_of  # AsyncConnection.cursor() is not a coroutine either
+
+
+def _execute(cur: Any, compiled: CompiledOp, args: Mapping[str, Any], rows: bool) -> Outcome:
+    cur.execute(compiled.sql, args)
+    return Outcome(cur.fetchall() if rows else [], cur.rowcount)
+
+
+async def _execute_async(
+    cur: Any, compiled: CompiledOp, args: Mapping[str, Any], rows: bool
+) -> Outcome:
+    await cur.execute(compiled.sql, args)
+    return Outcome(await cur.fetchall() if rows else [], cur.rowcount)
 
 
 class PsycopgRunner:
@@ -113,23 +137,21 @@ class PsycopgRunner:
             raise unavailable(e) from e
 
     def run(self, op: Op, params: Mapping[str, Any]) -> Outcome:
-        import psycopg
-
         compiled = self._compiled[op]
         args = _psycopg_params(compiled, params)
         for attempt in (1, 2):
             fairy = self._checkout()
             try:
                 conn: psycopg.Connection[Any] = fairy.driver_connection  # type: ignore[assignment]
-                previous = conn.autocommit
+                cur = _cursor_of(fairy, conn)
+                if conn.autocommit:  # the store's own engine: nothing to switch
+                    return _execute(cur, compiled, args, op.returns_rows)
                 conn.autocommit = True
                 try:
-                    cur = conn.execute(compiled.sql, args)
-                    rows: Rows = cur.fetchall() if op.returns_rows else []
-                    return Outcome(rows, cur.rowcount)
+                    return _execute(cur, compiled, args, op.returns_rows)
                 finally:
                     if not conn.broken:
-                        conn.autocommit = previous
+                        conn.autocommit = False
             except psycopg.Error as e:
                 if conn.broken:
                     # A connection the server dropped (restart, idle timeout):
@@ -161,23 +183,21 @@ class AsyncPsycopgRunner:
             raise unavailable(e) from e
 
     async def run(self, op: Op, params: Mapping[str, Any]) -> Outcome:
-        import psycopg
-
         compiled = self._compiled[op]
         args = _psycopg_params(compiled, params)
         for attempt in (1, 2):
             fairy = await self._checkout()
             try:
                 conn: psycopg.AsyncConnection[Any] = fairy.driver_connection  # type: ignore[assignment]
-                previous = conn.autocommit
+                cur = _async_cursor_of(fairy, conn)
+                if conn.autocommit:
+                    return await _execute_async(cur, compiled, args, op.returns_rows)
                 await conn.set_autocommit(True)
                 try:
-                    cur = await conn.execute(compiled.sql, args)
-                    rows: Rows = await cur.fetchall() if op.returns_rows else []
-                    return Outcome(rows, cur.rowcount)
+                    return await _execute_async(cur, compiled, args, op.returns_rows)
                 finally:
                     if not conn.broken:
-                        await conn.set_autocommit(previous)
+                        await conn.set_autocommit(False)
             except psycopg.Error as e:
                 if conn.broken:
                     await greenlet_spawn(fairy.invalidate, e)

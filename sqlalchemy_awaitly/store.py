@@ -18,7 +18,7 @@ from .ddl import prepare_table
 from .errors import ConfigurationError
 from .execution import EngineRunner, PsycopgRunner, run_on_connection, uses_psycopg
 from .schema import DEFAULT_TABLE_NAME
-from .statements import Statements
+from .statements import Op, Statements
 
 T = TypeVar("T")
 Transaction = Connection | Session
@@ -75,6 +75,7 @@ class SQLAlchemyKeyValueStore:
         self._calls = calls_for(engine.dialect.name)
         self._lock = threading.Lock()
         self._statements: Statements | None = None
+        self._ops: dict[str, Op] = {}
         self._runner: PsycopgRunner | EngineRunner | None = None
         self._closed = False
 
@@ -96,6 +97,7 @@ class SQLAlchemyKeyValueStore:
                 statements = Statements(self.table, self.engine.dialect.name, info.naive_utc_expiry)
                 label = self._options.table_label
                 self._statements = statements
+                self._ops = {op.name: op for op in statements.all_ops()}
                 self._runner = (
                     PsycopgRunner(self.engine, statements, label)
                     if uses_psycopg(self.engine.dialect)
@@ -107,8 +109,7 @@ class SQLAlchemyKeyValueStore:
         if call.op is None:
             return call.answer_without_io()
         runner = self._runner or self._ready()
-        assert self._statements is not None
-        op = self._statements.op(call.op)
+        op = self._ops[call.op]
         if connection is None:
             return call.read(runner.run(op, call.params))
         conn = connection.connection() if isinstance(connection, Session) else connection
