@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
@@ -22,11 +23,16 @@ def _url(request: pytest.FixtureRequest, backend: str, sqlite_url: str) -> str:
     return request.getfixturevalue("postgres").url if backend == "postgresql" else sqlite_url
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_connection_commit_and_rollback(
-    request: pytest.FixtureRequest, backend: str, sqlite_url: str, table_name: str
-) -> None:
-    engine = create_engine(_url(request, backend, sqlite_url))
+@pytest.fixture(params=BACKENDS)
+def engine(request: pytest.FixtureRequest, sqlite_url: str) -> Iterator[Engine]:
+    """The application's own engine, on each backend; checked for leaks, then disposed."""
+    engine = create_engine(_url(request, request.param, sqlite_url))
+    yield engine
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    engine.dispose()
+
+
+def test_connection_commit_and_rollback(engine: Engine, table_name: str) -> None:
     store = SQLAlchemyKeyValueStore(engine=engine, table_name=table_name)
     store.setup()
     with engine.connect() as conn:
@@ -47,15 +53,9 @@ def test_connection_commit_and_rollback(
         assert conn.execute(text(f"SELECT count(*) FROM orders_{table_name}")).scalar() == 1
         conn.execute(text(f"DROP TABLE orders_{table_name}"))
         conn.execute(text(f"DROP TABLE {table_name}"))
-    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
-    engine.dispose()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_session_rollback_discards_state(
-    request: pytest.FixtureRequest, backend: str, sqlite_url: str, table_name: str
-) -> None:
-    engine = create_engine(_url(request, backend, sqlite_url))
+def test_session_rollback_discards_state(engine: Engine, table_name: str) -> None:
     store = SQLAlchemyKeyValueStore(engine=engine, table_name=table_name)
     persistence = create_state_persistence(store)
     snapshot = {"formatVersion": 1, "steps": {}, "execution": {"status": "running"}}
@@ -70,7 +70,6 @@ def test_session_rollback_discards_state(
     assert persistence.list() == ["run-1"]
     with engine.begin() as conn:
         conn.execute(text(f"DROP TABLE {table_name}"))
-    engine.dispose()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
