@@ -49,14 +49,13 @@ def create_table(conn: Connection, table: Table) -> None:
 
     ``CREATE ... IF NOT EXISTS`` alone races on PostgreSQL (two sessions can
     both pass the check and one fails on the catalog's unique index), so the
-    statements run under a transaction-scoped advisory lock. SQLite serialises
-    DDL itself.
+    statements run under a session-level advisory lock, released only after
+    the DDL has committed. SQLite serialises DDL itself.
     """
     if conn.dialect.name != "postgresql":
         _create(conn, table)
         return
-    # A session-level lock, held until the DDL has committed, in autocommit
-    # and transactional connections alike.
+    # Session-level, so it works on autocommit and transactional connections alike.
     lock_id = zlib.crc32(f"sqlalchemy_awaitly:{qualified_name(table)}".encode())
     with conn.begin():
         conn.execute(select(func.pg_advisory_lock(lock_id)))

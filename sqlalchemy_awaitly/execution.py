@@ -99,14 +99,11 @@ _CURSOR = "sqlalchemy_awaitly.cursor"
 
 
 def _cursor_of(fairy: PoolProxiedConnection, conn: Any) -> Any:
-    """A cursor kept with the pooled connection: a new one per call costs ~10 us."""
+    """A cursor kept with the pooled (sync or async) connection: a new one per call costs ~10 us."""
     cur = fairy.info.get(_CURSOR)
     if cur is None or cur.connection is not conn or cur.closed:
         cur = fairy.info[_CURSOR] = conn.cursor()
     return cur
-
-
-_async_cursor_of = _cursor_of  # AsyncConnection.cursor() is not a coroutine either
 
 
 def _execute(cur: Any, compiled: CompiledOp, args: Mapping[str, Any], rows: bool) -> Outcome:
@@ -189,7 +186,7 @@ class AsyncPsycopgRunner:
             fairy = await self._checkout()
             try:
                 conn: psycopg.AsyncConnection[Any] = fairy.driver_connection  # type: ignore[assignment]
-                cur = _async_cursor_of(fairy, conn)
+                cur = _cursor_of(fairy, conn)  # AsyncConnection.cursor() is sync too
                 if conn.autocommit:
                     return await _execute_async(cur, compiled, args, op.returns_rows)
                 await conn.set_autocommit(True)

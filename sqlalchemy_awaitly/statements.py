@@ -117,6 +117,7 @@ class Statements:
             True,
         )
         self.sizes = Op("sizes", self._sizes(), True)
+        self.by_name: dict[str, Op] = {op.name: op for op in self.all_ops()}
 
     def _sizes(self) -> Executable:
         if self.is_postgresql:
@@ -134,9 +135,7 @@ class Statements:
         return [v for v in vars(self).values() if isinstance(v, Op)]
 
     def op(self, name: str) -> Op:
-        found = getattr(self, name)
-        assert isinstance(found, Op), name
-        return found
+        return self.by_name[name]
 
     def _insert(self) -> Any:
         return postgresql.insert(self.table) if self.is_postgresql else sqlite.insert(self.table)

@@ -97,7 +97,7 @@ class SQLAlchemyKeyValueStore:
                 statements = Statements(self.table, self.engine.dialect.name, info.naive_utc_expiry)
                 label = self._options.table_label
                 self._statements = statements
-                self._ops = {op.name: op for op in statements.all_ops()}
+                self._ops = statements.by_name
                 self._runner = (
                     PsycopgRunner(self.engine, statements, label)
                     if uses_psycopg(self.engine.dialect)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 from conftest import PostgresHandle, drop_table
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from sqlalchemy_awaitly import SQLAlchemyKeyValueStore
 
@@ -14,7 +14,7 @@ from sqlalchemy_awaitly import SQLAlchemyKeyValueStore
 EAST, WEST = "Pacific/Kiritimati", "America/Adak"
 
 
-def _engine(url: str, zone: str):  # type: ignore[no-untyped-def]
+def _engine(url: str, zone: str) -> Engine:
     return create_engine(url, connect_args={"options": f"-c TimeZone={zone}"})
 
 
