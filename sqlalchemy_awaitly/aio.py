@@ -102,7 +102,9 @@ class AsyncSQLAlchemyKeyValueStore:
                 self._statements = statements
                 self._ops = statements.by_name
                 self._runner = (
-                    AsyncPsycopgRunner(self.engine, statements, label)
+                    AsyncPsycopgRunner(
+                        self.engine, statements, label, self._options.keep_connections
+                    )
                     if uses_psycopg(self.engine.dialect)
                     else AsyncEngineRunner(self.engine, label)
                 )
@@ -185,7 +187,9 @@ class AsyncSQLAlchemyKeyValueStore:
         """Dispose the engine if this store built it; a caller's engine is left alone."""
         async with self._lock:
             self._closed = True
-            self._runner = None
+            runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.close()
         if self._owns_engine:
             await self.engine.dispose()
 

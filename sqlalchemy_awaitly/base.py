@@ -15,6 +15,10 @@ from .ddl import qualified_name
 from .errors import AwaitlyStoreError, ConfigurationError
 from .schema import workflow_state_table
 
+# Pool options that act when a connection is checked out of the pool (or
+# that replace the pool): kept connections would bypass them.
+CHECKOUT_TIME_OPTIONS = frozenset({"pool_pre_ping", "pool_recycle", "poolclass"})
+
 
 @dataclass(frozen=True)
 class StoreStats:
@@ -35,6 +39,9 @@ class StoreOptions:
     engine_arguments: dict[str, Any]
     table: Table
     create_table: bool
+    # Keep connections between calls: only on an engine the store builds, and
+    # not when the caller asked the pool to check connections at checkout.
+    keep_connections: bool = False
 
     @property
     def table_label(self) -> str:
@@ -86,7 +93,8 @@ def store_options(
         asyncio=asyncio,
     )
     check_backend(url.get_backend_name())
-    return StoreOptions(url, engine_arguments(url, pool), table, create_table)
+    keep = not (set(pool or {}) & CHECKOUT_TIME_OPTIONS)
+    return StoreOptions(url, engine_arguments(url, pool), table, create_table, keep)
 
 
 def check_backend(name: str) -> str:

@@ -24,6 +24,7 @@ from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.util import greenlet_spawn
 
 from .errors import StoreUnavailableError, TableMissingError
+from .idle import IdleConnections
 from .statements import Op, Statements
 
 Rows = list[Sequence[Any]]
@@ -121,17 +122,28 @@ async def _execute_async(
 class PsycopgRunner:
     """Runs compiled statements on the pool's psycopg connections, in autocommit."""
 
-    def __init__(self, engine: Engine, statements: Statements, table: str) -> None:
+    def __init__(
+        self, engine: Engine, statements: Statements, table: str, keep_connections: bool
+    ) -> None:
         self._pool = engine.pool
         self._dialect = engine.dialect
         self._compiled = compile_ops(statements, engine.dialect)
         self._table = table
+        self._idle = IdleConnections(engine.pool, keep_connections, threads_wait_here=True)
 
     def _checkout(self) -> PoolProxiedConnection:
+        fairy = self._idle.take() or self._idle.take_or_wait()
+        if fairy is not None:
+            return fairy
         try:
             return self._pool.connect()
         except Exception as e:
             raise unavailable(e) from e
+
+    def close(self) -> None:
+        """Give every kept connection back to the pool."""
+        for fairy in self._idle.drain():
+            fairy.close()
 
     def run(self, op: Op, params: Mapping[str, Any]) -> Outcome:
         compiled = self._compiled[op]
@@ -160,24 +172,37 @@ class PsycopgRunner:
                     raise unavailable(e) from e
                 raise translate(_wrap_psycopg(e, compiled, self._dialect), self._table) from e
             finally:
-                fairy.close()
+                if not self._idle.keep(fairy):
+                    fairy.close()
         raise AssertionError("unreachable")
 
 
 class AsyncPsycopgRunner:
     """The asyncio twin of :class:`PsycopgRunner`."""
 
-    def __init__(self, engine: AsyncEngine, statements: Statements, table: str) -> None:
+    def __init__(
+        self, engine: AsyncEngine, statements: Statements, table: str, keep_connections: bool
+    ) -> None:
         self._engine = engine
         self._dialect = engine.dialect
         self._compiled = compile_ops(statements, engine.dialect)
         self._table = table
+        self._idle = IdleConnections(
+            engine.sync_engine.pool, keep_connections, threads_wait_here=False
+        )
 
     async def _checkout(self) -> PoolProxiedConnection:
+        fairy = self._idle.take()
+        if fairy is not None:
+            return fairy
         try:
             return await self._engine.raw_connection()
         except Exception as e:
             raise unavailable(e) from e
+
+    async def close(self) -> None:
+        for fairy in self._idle.drain():
+            await greenlet_spawn(fairy.close)
 
     async def run(self, op: Op, params: Mapping[str, Any]) -> Outcome:
         compiled = self._compiled[op]
@@ -203,7 +228,8 @@ class AsyncPsycopgRunner:
                     raise unavailable(e) from e
                 raise translate(_wrap_psycopg(e, compiled, self._dialect), self._table) from e
             finally:
-                await greenlet_spawn(fairy.close)
+                if not self._idle.keep(fairy):
+                    await greenlet_spawn(fairy.close)
         raise AssertionError("unreachable")
 
 
@@ -213,6 +239,9 @@ class EngineRunner:
     def __init__(self, engine: Engine, table: str) -> None:
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._table = table
+
+    def close(self) -> None:
+        """Nothing to give back: every call returns its connection."""
 
     def run(self, op: Op, params: Mapping[str, Any]) -> Outcome:
         try:
@@ -229,6 +258,9 @@ class AsyncEngineRunner:
     def __init__(self, engine: AsyncEngine, table: str) -> None:
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._table = table
+
+    async def close(self) -> None:
+        """Nothing to give back: every call returns its connection."""
 
     async def run(self, op: Op, params: Mapping[str, Any]) -> Outcome:
         conn = self._engine.connect()

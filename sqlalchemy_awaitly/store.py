@@ -99,7 +99,7 @@ class SQLAlchemyKeyValueStore:
                 self._statements = statements
                 self._ops = statements.by_name
                 self._runner = (
-                    PsycopgRunner(self.engine, statements, label)
+                    PsycopgRunner(self.engine, statements, label, self._options.keep_connections)
                     if uses_psycopg(self.engine.dialect)
                     else EngineRunner(self.engine, label)
                 )
@@ -185,7 +185,9 @@ class SQLAlchemyKeyValueStore:
         """Dispose the engine if this store built it; a caller's engine is left alone."""
         with self._lock:
             self._closed = True
-            self._runner = None
+            runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.close()
         if self._owns_engine:
             self.engine.dispose()
 
