@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import platform
 import re
 import statistics
@@ -584,7 +585,9 @@ def node(plan_line: str) -> str:
 
 def plans_used(store: SQLAlchemyKeyValueStore, table: str) -> str:
     """How often the store's prepared scan ran with a generic / a custom plan."""
-    fairy = store.engine.raw_connection()
+    # The scans ran on the connection the store kept, so ask on that one.
+    idle = store._runner._idle  # type: ignore[union-attr]
+    fairy = idle.take() or store.engine.raw_connection()
     try:
         conn: psycopg.Connection[Any] = fairy.driver_connection  # type: ignore[assignment]
         row = conn.execute(
@@ -593,7 +596,8 @@ def plans_used(store: SQLAlchemyKeyValueStore, table: str) -> str:
             [f"%{table}%"],
         ).fetchone()
     finally:
-        fairy.close()
+        if not idle.keep(fairy):
+            fairy.close()
     if row is None or row[0] is None:
         return "not prepared"
     return f"{row[0]} generic / {row[1]} custom"
@@ -704,8 +708,25 @@ def database(url: str | None) -> Iterator[str]:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from postgres_server import provide_postgres  # type: ignore[import-not-found, unused-ignore]
 
-    with provide_postgres() as (provided, _server):
+    with provide_postgres() as (provided, server):
+        if server is not None and server.pid is not None:
+            pin_client_and_server(server.pid)
         yield provided
+
+
+def pin_client_and_server(postmaster_pid: int) -> None:
+    """Client on one CPU, server (and the backends it forks later) on another.
+
+    Otherwise where the scheduler puts each side's backend relative to the
+    client moves a single-connection rate by up to 2x between runs, and the
+    store and raw sides see different placements.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return
+    os.sched_setaffinity(0, {cpus[0]})
+    os.sched_setaffinity(postmaster_pid, {cpus[1]})
+    print(f"pinned: client on CPU {cpus[0]}, PostgreSQL on CPU {cpus[1]}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
