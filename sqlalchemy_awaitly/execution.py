@@ -132,7 +132,7 @@ class PsycopgRunner:
         self._idle = IdleConnections(engine.pool, keep_connections, threads_wait_here=True)
 
     def _checkout(self) -> PoolProxiedConnection:
-        fairy = self._idle.take() or self._idle.take_or_wait()
+        fairy = self._idle.take_or_wait()
         if fairy is not None:
             return fairy
         try:

@@ -59,12 +59,11 @@ class IdleConnections:
         None after the pool's own timeout: the pool then waits once more and
         raises its usual timeout error.
         """
+        fairy = self.take()
+        if fairy is not None or not self._enabled:
+            return fairy
         deadline = time.monotonic() + self._timeout
-        while self._enabled and not self._closed:
-            try:
-                return self._idle.pop()
-            except IndexError:
-                pass
+        while not self._closed:
             if not self._pool_is_full() or time.monotonic() >= deadline:
                 return None
             with self._kept:
@@ -74,6 +73,9 @@ class IdleConnections:
                         self._kept.wait(_RECHECK_SECONDS)
                 finally:
                     self._waiting -= 1
+            fairy = self.take()
+            if fairy is not None:
+                return fairy
         return None
 
     def keep(self, fairy: PoolProxiedConnection) -> bool:
