@@ -50,6 +50,7 @@ class AsyncSQLAlchemyKeyValueStore:
         table_name: str = DEFAULT_TABLE_NAME,
         schema: str | None = None,
         create_table: bool = True,
+        verify_schema: bool = True,
     ) -> None:
         if isinstance(engine, Engine):
             raise ConfigurationError("a sync Engine needs SQLAlchemyKeyValueStore")
@@ -65,6 +66,7 @@ class AsyncSQLAlchemyKeyValueStore:
             table_name=table_name,
             schema=schema,
             create_table=create_table,
+            verify_schema=verify_schema,
             asyncio=True,
         )
         self._options = options
@@ -95,7 +97,10 @@ class AsyncSQLAlchemyKeyValueStore:
             if self._runner is None:
                 async with self.engine.connect() as conn:
                     info = await conn.run_sync(
-                        prepare_table, self.table, self._options.create_table
+                        prepare_table,
+                        self.table,
+                        self._options.create_table,
+                        self._options.verify_schema,
                     )
                 statements = Statements(self.table, self.engine.dialect.name, info.naive_utc_expiry)
                 label = self._options.table_label

@@ -11,9 +11,8 @@ from sqlalchemy.engine import URL
 
 from .calls import Calls
 from .config import engine_arguments, resolve_url
-from .ddl import qualified_name
 from .errors import AwaitlyStoreError, ConfigurationError
-from .schema import workflow_state_table
+from .schema import qualified_name, workflow_state_table
 
 # Pool options that act when a connection is checked out of the pool (or
 # that replace the pool): kept connections would bypass them.
@@ -39,6 +38,8 @@ class StoreOptions:
     engine_arguments: dict[str, Any]
     table: Table
     create_table: bool
+    # With create_table=False: check the table against the model on first use.
+    verify_schema: bool
     # Keep connections between calls: only on an engine the store builds, and
     # not when the caller asked the pool to check connections at checkout.
     keep_connections: bool = False
@@ -61,6 +62,7 @@ def store_options(
     table_name: str,
     schema: str | None,
     create_table: bool,
+    verify_schema: bool,
     asyncio: bool,
 ) -> StoreOptions:
     table = workflow_state_table(MetaData(), table_name, schema)
@@ -82,7 +84,7 @@ def store_options(
             raise ConfigurationError(
                 f"engine= was given, so {extra} would be ignored: configure the engine instead"
             )
-        return StoreOptions(None, {}, table, create_table)
+        return StoreOptions(None, {}, table, create_table, verify_schema)
     url = resolve_url(
         connection_string=connection_string,
         host=host,
@@ -94,7 +96,7 @@ def store_options(
     )
     check_backend(url.get_backend_name())
     keep = not (set(pool or {}) & CHECKOUT_TIME_OPTIONS)
-    return StoreOptions(url, engine_arguments(url, pool), table, create_table, keep)
+    return StoreOptions(url, engine_arguments(url, pool), table, create_table, verify_schema, keep)
 
 
 def check_backend(name: str) -> str:

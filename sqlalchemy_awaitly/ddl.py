@@ -11,6 +11,8 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from .errors import TableMissingError
 from .execution import missing_table_message
+from .schema import qualified_name
+from .schema_check import verify_schema
 
 
 @dataclass(frozen=True)
@@ -20,10 +22,6 @@ class TableInfo:
     exists: bool
     # True for tables made by the Node.js adapter (timestamp without time zone).
     naive_utc_expiry: bool = False
-
-
-def qualified_name(table: Table) -> str:
-    return f"{table.schema}.{table.name}" if table.schema else table.name
 
 
 def inspect_table(conn: Connection, table: Table) -> TableInfo:
@@ -73,8 +71,13 @@ def _create(conn: Connection, table: Table) -> None:
             conn.execute(CreateIndex(index, if_not_exists=True))
 
 
-def prepare_table(conn: Connection, table: Table, create: bool) -> TableInfo:
-    """Make sure the table is there (creating it only if allowed and missing)."""
+def prepare_table(conn: Connection, table: Table, create: bool, verify: bool) -> TableInfo:
+    """Make sure the table is there: created if allowed and missing, else checked.
+
+    A table the store may not create belongs to the migrations, so with
+    ``verify`` it must match the model exactly; a table the store may create
+    is only required to exist (tables made by the Node.js adapter qualify).
+    """
     info = inspect_table(conn, table)
     conn.rollback()
     if not info.exists:
@@ -83,4 +86,9 @@ def prepare_table(conn: Connection, table: Table, create: bool) -> TableInfo:
         create_table(conn, table)
         info = inspect_table(conn, table)
         conn.rollback()
+    elif verify and not create:
+        try:
+            verify_schema(conn, table)
+        finally:
+            conn.rollback()
     return info

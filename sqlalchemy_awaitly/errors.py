@@ -15,8 +15,22 @@ class ConfigurationError(AwaitlyStoreError, ValueError):
     """The store was not told where its database is, or was told two things."""
 
 
-class TableMissingError(AwaitlyStoreError):
+class SchemaMismatchError(AwaitlyStoreError):
+    """The table differs from the model, and the store may not change it.
+
+    ``problems`` lists each difference; the message names the migration command.
+    """
+
+    def __init__(self, message: str, problems: list[str]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+class TableMissingError(SchemaMismatchError):
     """The state table does not exist and the store may not create it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, [message])
 
 
 class StoreUnavailableError(AwaitlyStoreError):

@@ -55,10 +55,13 @@ def compile_ops(statements: Statements, dialect: Dialect) -> dict[Op, CompiledOp
     return compiled
 
 
+MIGRATE_HINT = "run the migrations (alembic upgrade heads)"
+
+
 def missing_table_message(table: str) -> str:
     return (
-        f"the table {table} does not exist: run the migrations "
-        f"(alembic upgrade heads) or create the store with create_table=True"
+        f"the table {table} does not exist: {MIGRATE_HINT} "
+        "or create the store with create_table=True"
     )
 
 

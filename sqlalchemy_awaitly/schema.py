@@ -29,6 +29,10 @@ def expires_at_index_name(table_name: str) -> str:
     return name
 
 
+def qualified_name(table: Table) -> str:
+    return f"{table.schema}.{table.name}" if table.schema else table.name
+
+
 def workflow_state_table(
     metadata: MetaData,
     table_name: str = DEFAULT_TABLE_NAME,

@@ -49,6 +49,7 @@ class SQLAlchemyKeyValueStore:
         table_name: str = DEFAULT_TABLE_NAME,
         schema: str | None = None,
         create_table: bool = True,
+        verify_schema: bool = True,
     ) -> None:
         if isinstance(engine, AsyncEngine):
             raise ConfigurationError("an AsyncEngine needs AsyncSQLAlchemyKeyValueStore")
@@ -64,6 +65,7 @@ class SQLAlchemyKeyValueStore:
             table_name=table_name,
             schema=schema,
             create_table=create_table,
+            verify_schema=verify_schema,
             asyncio=False,
         )
         self._options = options
@@ -93,7 +95,9 @@ class SQLAlchemyKeyValueStore:
                 raise closed_error()
             if self._runner is None:
                 with self.engine.connect() as conn:
-                    info = prepare_table(conn, self.table, self._options.create_table)
+                    info = prepare_table(
+                        conn, self.table, self._options.create_table, self._options.verify_schema
+                    )
                 statements = Statements(self.table, self.engine.dialect.name, info.naive_utc_expiry)
                 label = self._options.table_label
                 self._statements = statements
