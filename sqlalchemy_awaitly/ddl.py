@@ -5,7 +5,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-from sqlalchemy import Table, bindparam, func, inspect, select, text
+from sqlalchemy import Table, func, inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -24,21 +24,22 @@ class TableInfo:
     naive_utc_expiry: bool = False
 
 
+_POSTGRES_TABLE_INFO = text(
+    """SELECT to_regclass(:relation) IS NOT NULL,
+              (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+               WHERE a.attrelid = to_regclass(:relation)
+                 AND a.attname = 'expires_at' AND NOT a.attisdropped)"""
+)
+
+
 def inspect_table(conn: Connection, table: Table) -> TableInfo:
     if conn.dialect.name == "postgresql":
-        found = conn.execute(
-            select(func.format_type(text("a.atttypid"), text("a.atttypmod")))
-            .select_from(text("pg_attribute a"))
-            .where(
-                text("a.attrelid = to_regclass(:relation)").bindparams(
-                    bindparam("relation", qualified_name(table))
-                ),
-                text("a.attname = 'expires_at' AND NOT a.attisdropped"),
-            )
-        ).scalar()
-        if found is None:
-            return TableInfo(exists=False)
-        return TableInfo(exists=True, naive_utc_expiry=found == "timestamp without time zone")
+        exists, expiry_type = conn.execute(
+            _POSTGRES_TABLE_INFO, {"relation": qualified_name(table)}
+        ).one()
+        return TableInfo(
+            exists=bool(exists), naive_utc_expiry=expiry_type == "timestamp without time zone"
+        )
     return TableInfo(exists=inspect(conn).has_table(table.name, schema=table.schema))
 
 
