@@ -7,6 +7,7 @@ from .errors import (
     ConfigurationError,
     CorruptStateError,
     InvalidInputError,
+    SchemaMismatchError,
     StoreUnavailableError,
     TableMissingError,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "InvalidInputError",
     "PostgresKeyValueStore",
     "SQLAlchemyKeyValueStore",
+    "SchemaMismatchError",
     "StatePersistence",
     "StoreStats",
     "StoreUnavailableError",

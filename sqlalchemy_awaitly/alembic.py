@@ -1,0 +1,148 @@
+"""Alembic integration: where the packaged revisions are, and hooks for host apps.
+
+Two ways for an application that manages its schema with Alembic:
+
+* run this package's own revisions from its history: add
+  :data:`VERSIONS_RESOURCE` (or :func:`versions_location`) to
+  ``version_locations`` and ``alembic upgrade heads``; :data:`include_object`
+  keeps the app's autogenerate from proposing to drop our table;
+* own the table: put :func:`~sqlalchemy_awaitly.workflow_state_table` on the
+  app's ``MetaData`` (any name, any schema) and autogenerate a revision.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from alembic.config import Config
+from sqlalchemy import MetaData
+from sqlalchemy.engine import URL, make_url
+
+from .config import resolve_url
+from .errors import ConfigurationError
+from .schema import DEFAULT_TABLE_NAME
+
+#: The branch label of this package's revisions (``alembic upgrade awaitly@head``).
+BRANCH_LABEL = "awaitly"
+#: Alembic's version table for the standalone environment, apart from an app's
+#: own ``alembic_version`` so the two histories never meet by accident.
+VERSION_TABLE = "awaitly_alembic_version"
+#: The revisions as an Alembic package resource, for ``version_locations`` in
+#: an ``alembic.ini`` (use ``path_separator = space``: the resource has a colon).
+VERSIONS_RESOURCE = "sqlalchemy_awaitly:migrations/versions"
+
+IncludeObject = Callable[[Any, "str | None", str, bool, Any], bool]
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def script_location() -> str:
+    """The directory of the packaged Alembic environment (``env.py``, ``versions/``).
+
+    In an installed wheel it sits inside the package; in a source checkout it
+    is the repository's top-level ``migrations/``, the one copy both use.
+    """
+    for candidate in (_PACKAGE / "migrations", _PACKAGE.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return str(candidate)
+    raise ConfigurationError(f"the packaged Alembic migrations are missing next to {_PACKAGE}")
+
+
+def versions_location() -> str:
+    """The directory of the packaged revisions, for a host's ``version_locations``."""
+    return str(Path(script_location()) / "versions")
+
+
+def ignore_workflow_state(
+    table_name: str = DEFAULT_TABLE_NAME,
+    schema: str | None = None,
+    *,
+    also: IncludeObject | None = None,
+) -> IncludeObject:
+    """An ``include_object`` hook that hides our table from a host's autogenerate.
+
+    A host that runs our revisions (rather than owning the table in its own
+    ``MetaData``) would otherwise see the table as unknown and generate a
+    ``DROP``. ``also`` chains the host's own hook.
+    """
+    hidden = {(schema, table_name), (schema, VERSION_TABLE)}
+
+    def include_object(
+        obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+    ) -> bool:
+        table = obj if type_ == "table" else getattr(obj, "table", None)
+        if table is not None and (table.schema, table.name) in hidden:
+            return False
+        return also is None or also(obj, name, type_, reflected, compare_to)
+
+    return include_object
+
+
+#: :func:`ignore_workflow_state` for the default table name in the default schema.
+include_object: IncludeObject = ignore_workflow_state()
+
+
+def only_tables_of(metadata: MetaData) -> IncludeObject:
+    """An ``include_object`` hook that compares only ``metadata``'s tables.
+
+    The standalone environment shares the database with the app's own tables;
+    it must never generate a ``DROP`` of those.
+    """
+
+    def include_object(
+        obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+    ) -> bool:
+        table = obj if type_ == "table" else getattr(obj, "table", None)
+        return table is None or table.key in metadata.tables
+
+    return include_object
+
+
+def database_url(config: Config, x_url: str | None = None) -> URL:
+    """The standalone environment's database.
+
+    In order: the URL given to :func:`alembic_config`, ``-x url=...``,
+    ``DATABASE_URL``, ``sqlalchemy.url`` in ``alembic.ini``. A plain
+    ``postgresql://`` means psycopg 3, as everywhere in this package.
+    """
+    given = (
+        config.attributes.get("awaitly_url")
+        or x_url
+        or os.environ.get("DATABASE_URL")
+        or config.get_main_option("sqlalchemy.url")
+    )
+    if not given:
+        raise ConfigurationError(
+            "no database for the migrations: pass -x url=postgresql://user:pass@host/db, "
+            "set DATABASE_URL, or set sqlalchemy.url in alembic.ini"
+        )
+    try:
+        make_url(given)
+    except Exception as e:
+        raise ConfigurationError(f"not a database URL: {e}") from None
+    return resolve_url(
+        connection_string=given,
+        host=None,
+        port=None,
+        database=None,
+        user=None,
+        password=None,
+        asyncio=False,
+    )
+
+
+def alembic_config(url: str | URL | None = None) -> Config:
+    """A :class:`~alembic.config.Config` for the packaged environment, without an ini file.
+
+    ``command.upgrade(alembic_config(url), "heads")`` migrates ``url`` (or
+    ``DATABASE_URL``) the way ``alembic upgrade heads`` does from a checkout.
+    """
+    config = Config()
+    config.set_main_option("script_location", script_location())
+    if url is not None:
+        rendered = url.render_as_string(hide_password=False) if isinstance(url, URL) else url
+        config.attributes["awaitly_url"] = rendered
+    return config
