@@ -139,8 +139,30 @@ class AsyncSQLAlchemyKeyValueStore:
     ) -> None:
         await self._run(self._calls.set(key, value, ttl), connection)
 
-    async def delete(self, key: str, *, connection: AsyncTransaction | None = None) -> bool:
-        return await self._run(self._calls.delete(key), connection)
+    async def delete(
+        self, key: str, *, if_value: str | None = None, connection: AsyncTransaction | None = None
+    ) -> bool:
+        return await self._run(self._calls.delete(key, if_value), connection)
+
+    async def add(
+        self,
+        key: str,
+        value: str,
+        ttl: float | None = None,
+        *,
+        connection: AsyncTransaction | None = None,
+    ) -> bool:
+        return await self._run(self._calls.add(key, value, ttl), connection)
+
+    async def touch(
+        self,
+        key: str,
+        ttl: float | None,
+        *,
+        if_value: str | None = None,
+        connection: AsyncTransaction | None = None,
+    ) -> bool:
+        return await self._run(self._calls.touch(key, ttl, if_value), connection)
 
     async def exists(self, key: str, *, connection: AsyncTransaction | None = None) -> bool:
         return await self._run(self._calls.exists(key), connection)

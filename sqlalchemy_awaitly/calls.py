@@ -67,6 +67,10 @@ def _first_column(outcome: Outcome) -> list[str]:
     return [row[0] for row in outcome.rows]
 
 
+def _any_count(outcome: Outcome) -> bool:
+    return outcome.rowcount > 0
+
+
 def _rowcount(outcome: Outcome) -> int:
     return max(outcome.rowcount, 0)
 
@@ -95,8 +99,24 @@ class Calls:
         params = {"key": key, "value": check_value(key, value), "ttl": check_ttl(ttl)}
         return Call("set", params, _none)
 
-    def delete(self, key: str) -> Call[bool]:
-        return Call("delete", {"key": check_key(key)}, _first_flag)
+    def delete(self, key: str, if_value: str | None = None) -> Call[bool]:
+        key = check_key(key)
+        if if_value is None:
+            return Call("delete", {"key": key}, _first_flag)
+        return Call("delete_if", {"key": key, "value": check_value(key, if_value)}, _first_flag)
+
+    def add(self, key: str, value: str, ttl: float | None) -> Call[bool]:
+        key = check_key(key)
+        params = {"key": key, "value": check_value(key, value), "ttl": check_ttl(ttl)}
+        return Call("add", params, _any_row)
+
+    def touch(self, key: str, ttl: float | None, if_value: str | None = None) -> Call[bool]:
+        key = check_key(key)
+        params: dict[str, Any] = {"match_key": key, "ttl": check_ttl(ttl)}
+        if if_value is None:
+            return Call("touch", params, _any_count)
+        params["match_value"] = check_value(key, if_value)
+        return Call("touch_if", params, _any_count)
 
     def get_many(self, keys: Iterable[str]) -> Call[dict[str, str]]:
         unique = check_keys(keys)

@@ -26,6 +26,7 @@ from sqlalchemy import (
     select,
     text,
     true,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Executable
@@ -85,6 +86,32 @@ class Statements:
         self.exists = Op("exists", select(literal_column("1")).where(t.key == key, live), True)
         self.set = Op("set", self._upsert_one(key, expiry), False)
         self.delete = Op("delete", delete(table).where(t.key == key).returning(was_live), True)
+        # Conditional writes, the building blocks of leases: insert unless a
+        # live row holds the key; extend or remove a live row only while it
+        # still holds the caller's value (its owner token).
+        value = bindparam("value", type_=Text)
+        expired = t.expires_at.is_not(None) & (t.expires_at <= now)
+        self.add = Op("add", self._upsert_one(key, expiry, only_over=expired), True)
+        # An UPDATE may not name its parameters after columns.
+        match_key = bindparam("match_key", type_=Text)
+        match_value = bindparam("match_value", type_=Text)
+        self.touch = Op(
+            "touch",
+            update(table).where(t.key == match_key, live).values(expires_at=expiry),
+            False,
+        )
+        self.touch_if = Op(
+            "touch_if",
+            update(table)
+            .where(t.key == match_key, t.value == match_value, live)
+            .values(expires_at=expiry),
+            False,
+        )
+        self.delete_if = Op(
+            "delete_if",
+            delete(table).where(t.key == key, t.value == value).returning(was_live),
+            True,
+        )
 
         many = self._key_in_keys()
         self.get_many = Op("get_many", select(t.key, t.value).where(many, live), True)
@@ -108,7 +135,6 @@ class Statements:
         )
         self.scan_from_match = Op("scan_from_match", scan.where(lower, matches, live), True)
 
-        expired = t.expires_at.is_not(None) & (t.expires_at <= now)
         batch = select(t.key).where(expired).limit(bindparam("batch_size", type_=Integer))
         self.purge_batch = Op("purge_batch", delete(table).where(t.key.in_(batch)), False)
         self.count = Op(
@@ -140,11 +166,23 @@ class Statements:
     def _insert(self) -> Any:
         return postgresql.insert(self.table) if self.is_postgresql else sqlite.insert(self.table)
 
-    def _upsert_one(self, key: ColumnElement[str], expiry: ColumnElement[Any]) -> Executable:
+    def _upsert_one(
+        self,
+        key: ColumnElement[str],
+        expiry: ColumnElement[Any],
+        only_over: ColumnElement[bool] | None = None,
+    ) -> Executable:
+        """Upsert one row; with ``only_over``, replace an existing row only where it holds."""
         stmt = self._insert().values(
             key=key, value=bindparam("value", type_=Text), expires_at=expiry
         )
-        return self._on_conflict_update(stmt)
+        if only_over is None:
+            upsert: Executable = self._on_conflict_update(stmt)
+            return upsert
+        conditional: Executable = self._on_conflict_update(stmt, where=only_over).returning(
+            self.table.c.key
+        )
+        return conditional
 
     def _upsert_many(self, expiry: ColumnElement[Any]) -> Executable:
         if self.is_postgresql:
@@ -165,13 +203,15 @@ class Statements:
                 expiry,
             ).where(true())  # SQLite needs a WHERE to parse INSERT ... SELECT ... ON CONFLICT
         stmt = self._insert().from_select(["key", "value", "expires_at"], source)
-        return self._on_conflict_update(stmt)
+        upsert: Executable = self._on_conflict_update(stmt)
+        return upsert
 
-    def _on_conflict_update(self, stmt: Any) -> Executable:
+    def _on_conflict_update(self, stmt: Any, where: ColumnElement[bool] | None = None) -> Any:
         excluded = stmt.excluded
-        upsert: Executable = stmt.on_conflict_do_update(
+        upsert = stmt.on_conflict_do_update(
             index_elements=[self.table.c.key],
             set_={"value": excluded.value, "expires_at": excluded.expires_at},
+            where=where,
         )
         return upsert
 

@@ -134,9 +134,33 @@ class SQLAlchemyKeyValueStore:
         """Store ``value`` under ``key``; ``ttl`` seconds from now (database clock) it expires."""
         self._run(self._calls.set(key, value, ttl), connection)
 
-    def delete(self, key: str, *, connection: Transaction | None = None) -> bool:
-        """Remove ``key``; True if a live (unexpired) row was removed."""
-        return self._run(self._calls.delete(key), connection)
+    def delete(
+        self, key: str, *, if_value: str | None = None, connection: Transaction | None = None
+    ) -> bool:
+        """Remove ``key`` (only while it holds ``if_value``, if given); True if a live row went."""
+        return self._run(self._calls.delete(key, if_value), connection)
+
+    def add(
+        self,
+        key: str,
+        value: str,
+        ttl: float | None = None,
+        *,
+        connection: Transaction | None = None,
+    ) -> bool:
+        """Store ``value`` unless a live row holds ``key``; True if stored. One statement."""
+        return self._run(self._calls.add(key, value, ttl), connection)
+
+    def touch(
+        self,
+        key: str,
+        ttl: float | None,
+        *,
+        if_value: str | None = None,
+        connection: Transaction | None = None,
+    ) -> bool:
+        """Give a live ``key`` a new expiry (only while it holds ``if_value``, if given)."""
+        return self._run(self._calls.touch(key, ttl, if_value), connection)
 
     def exists(self, key: str, *, connection: Transaction | None = None) -> bool:
         return self._run(self._calls.exists(key), connection)
