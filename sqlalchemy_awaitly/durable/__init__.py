@@ -1,0 +1,90 @@
+"""The durable runner: ``durable.run`` for Python, resumable by Node.js awaitly 1.35.
+
+::
+
+    from sqlalchemy_awaitly import durable
+
+    def checkout(step, deps):
+        user = step(lambda: deps.fetch_user("123"), key="fetch-user")
+        return step(lambda: deps.create_order(user), key="create-order")
+
+    result = durable.run(deps, checkout, id="checkout-123", store=persistence)
+"""
+
+from .api import DEFAULT_LEASE_TTL, LOCK_PREFIX, run, run_async
+from .drivers import AsyncStep, Step
+from .errors import DuplicateStepKeyError, DurableUsageError, UnsupportedValueError
+from .helpers import (
+    DeleteReport,
+    PendingRun,
+    clear_state,
+    clear_state_async,
+    delete_state,
+    delete_state_async,
+    delete_states,
+    delete_states_async,
+    has_state,
+    has_state_async,
+    list_pending,
+    list_pending_async,
+    retry_step,
+    retry_step_async,
+)
+from .memory import MemoryStore
+from .plan import DurableEvent, Migrated, VersionMismatchInfo
+from .results import (
+    ConcurrentExecution,
+    CorruptState,
+    Err,
+    IdempotencyConflict,
+    LeaseExpired,
+    Ok,
+    PersistenceFailed,
+    ReplayedException,
+    Result,
+    RunnerError,
+    UnexpectedError,
+    VersionMismatch,
+)
+
+__all__ = [
+    "DEFAULT_LEASE_TTL",
+    "LOCK_PREFIX",
+    "AsyncStep",
+    "ConcurrentExecution",
+    "CorruptState",
+    "DeleteReport",
+    "DuplicateStepKeyError",
+    "DurableEvent",
+    "DurableUsageError",
+    "Err",
+    "IdempotencyConflict",
+    "LeaseExpired",
+    "MemoryStore",
+    "Migrated",
+    "Ok",
+    "PendingRun",
+    "PersistenceFailed",
+    "ReplayedException",
+    "Result",
+    "RunnerError",
+    "Step",
+    "UnexpectedError",
+    "UnsupportedValueError",
+    "VersionMismatch",
+    "VersionMismatchInfo",
+    "clear_state",
+    "clear_state_async",
+    "delete_state",
+    "delete_state_async",
+    "delete_states",
+    "delete_states_async",
+    "has_state",
+    "has_state_async",
+    "list_pending",
+    "list_pending_async",
+    "retry_step",
+    "retry_step_async",
+    "run",
+    "run_async",
+]

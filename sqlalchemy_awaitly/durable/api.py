@@ -1,0 +1,126 @@
+"""``run`` and ``run_async``: the entry points, and the checks on their options."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from ..errors import InvalidInputError
+from ..validation import check_pattern
+from .drivers import AsyncIO, SyncIO, Workflow, adrive, backend_for, drive
+from .plan import DurableEvent, RunOptions, VersionMismatchInfo, run_plan
+from .results import Result
+from .values import check_json
+
+LOCK_PREFIX = "workflow:lock:"
+DEFAULT_LEASE_TTL = 60.0
+
+VersionHook = Callable[[VersionMismatchInfo], Any]
+EventHook = Callable[[DurableEvent], Any]
+
+
+def run(
+    deps: Any,
+    workflow: Workflow,
+    *,
+    id: str,
+    store: object = None,
+    version: int = 1,
+    metadata: Mapping[str, Any] | None = None,
+    on_version_mismatch: VersionHook | None = None,
+    allow_concurrent: bool = False,
+    lease_ttl: float | timedelta = DEFAULT_LEASE_TTL,
+    heartbeat_interval: float | timedelta | None = None,
+    idempotency_key: str | None = None,
+    input: Any = None,
+    retention: float | timedelta | None = None,
+    on_event: EventHook | None = None,
+    prefix: str | None = None,
+    lock_prefix: str = LOCK_PREFIX,
+) -> Result[Any, Any]:
+    """Run ``workflow(step, deps)`` durably under ``id``; see the README's "Durable runs".
+
+    Steps already stored under ``id`` are not run again (their outcome is
+    returned); the first failed step ends the run with its ``Err``; success
+    deletes the state. Errors of the runner itself come back as ``Err`` values
+    (:class:`VersionMismatch`, :class:`ConcurrentExecution`, ...). ``store``
+    None means a per-process in-memory store.
+    """
+    backend = backend_for(store, prefix, asyncio=False)
+    options = _options(backend, deps, locals())
+    return drive(run_plan(options), SyncIO(backend, workflow))
+
+
+async def run_async(
+    deps: Any,
+    workflow: Workflow,
+    *,
+    id: str,
+    store: object = None,
+    version: int = 1,
+    metadata: Mapping[str, Any] | None = None,
+    on_version_mismatch: VersionHook | None = None,
+    allow_concurrent: bool = False,
+    lease_ttl: float | timedelta = DEFAULT_LEASE_TTL,
+    heartbeat_interval: float | timedelta | None = None,
+    idempotency_key: str | None = None,
+    input: Any = None,
+    retention: float | timedelta | None = None,
+    on_event: EventHook | None = None,
+    prefix: str | None = None,
+    lock_prefix: str = LOCK_PREFIX,
+) -> Result[Any, Any]:
+    """The asyncio :func:`run`: ``async def workflow(step, deps)`` awaits its steps."""
+    backend = backend_for(store, prefix, asyncio=True)
+    options = _options(backend, deps, locals())
+    return await adrive(run_plan(options), AsyncIO(backend, workflow))
+
+
+def _seconds(value: float | timedelta | None, name: str) -> float | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"{name} must be seconds or a timedelta, got {type(value).__name__}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidInputError(f"{name} must be positive and finite, got {value!r}")
+    return float(seconds)
+
+
+def _options(backend: Any, deps: Any, given: dict[str, Any]) -> RunOptions:
+    workflow_id = given["id"]
+    if not isinstance(workflow_id, str) or not workflow_id:
+        raise InvalidInputError(f"id must be a non-empty str, got {workflow_id!r}")
+    version = given["version"]
+    if isinstance(version, bool) or not isinstance(version, (int, float)):
+        raise TypeError(f"version must be a number, got {type(version).__name__}")
+    lease_ttl = _seconds(given["lease_ttl"], "lease_ttl")
+    assert lease_ttl is not None
+    interval = _seconds(given["heartbeat_interval"], "heartbeat_interval") or lease_ttl / 3
+    if interval >= lease_ttl:
+        raise InvalidInputError("heartbeat_interval must be shorter than lease_ttl")
+    key = given["idempotency_key"]
+    if key is not None and (not isinstance(key, str) or not key):
+        raise InvalidInputError(f"idempotency_key must be a non-empty str, got {key!r}")
+    metadata = dict(given["metadata"] or {})
+    check_json(metadata, "metadata")
+    check_json(given["input"], "input")
+    return RunOptions(
+        workflow_id=workflow_id,
+        prefix=check_pattern(backend.prefix),
+        lock_prefix=check_pattern(given["lock_prefix"]),
+        guard_scope=(backend.scope, backend.prefix),
+        deps=deps,
+        version=version,
+        metadata=metadata,
+        on_version_mismatch=given["on_version_mismatch"],
+        allow_concurrent=bool(given["allow_concurrent"]),
+        lease_ttl=lease_ttl,
+        heartbeat_interval=interval,
+        idempotency_key=key,
+        input=given["input"],
+        retention=_seconds(given["retention"], "retention"),
+        on_event=given["on_event"],
+    )

@@ -1,0 +1,75 @@
+"""The JSON documents the runner writes: workflow snapshots and idempotency records.
+
+Field names and order are awaitly 1.35's (``wire-format.md``), so Node.js
+services resume what Python wrote and the other way round.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+
+def now_iso() -> str:
+    """UTC, milliseconds, ``Z``: the form awaitly writes ``lastUpdated`` in."""
+    stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def to_json(document: Any) -> str:
+    return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def workflow_snapshot(
+    workflow_id: str,
+    steps: dict[str, Any],
+    last_step_key: str,
+    metadata: dict[str, Any],
+) -> str:
+    """The whole state after a step: every outcome so far, and the step just recorded."""
+    return to_json(
+        {
+            "formatVersion": 1,
+            "workflowName": workflow_id,
+            "steps": steps,
+            "execution": {
+                "status": "running",
+                "lastUpdated": now_iso(),
+                "currentStepId": last_step_key,
+            },
+            "metadata": {**metadata, "lastStepKey": last_step_key},
+        }
+    )
+
+
+def idempotency_record(
+    workflow_id: str,
+    idempotency_key: str,
+    input_value: Any,
+    final_value: Any = None,
+    *,
+    completed: bool = False,
+) -> str:
+    """``running`` while the run goes on; ``completed`` with ``finalResult`` after success."""
+    stamp = now_iso()
+    execution: dict[str, Any] = {"status": "completed" if completed else "running"}
+    execution["lastUpdated"] = stamp
+    if completed:
+        execution["completedAt"] = stamp
+    metadata: dict[str, Any] = {"workflowId": workflow_id, "idempotencyKey": idempotency_key}
+    if input_value is not None:
+        metadata["input"] = input_value
+    if completed:
+        metadata["finalResult"] = {"ok": True, "value": final_value}
+    return to_json({"formatVersion": 1, "steps": {}, "execution": execution, "metadata": metadata})
+
+
+def lease_value(owner_token: str) -> str:
+    """A lease row's value; a Node.js store sharing leases must write the same."""
+    return to_json({"ownerToken": owner_token})
+
+
+def same_input(stored: Any, given: Any) -> bool:
+    """Inputs compare as JSON with sorted keys (dict order is not a difference)."""
+    return json.dumps(stored, sort_keys=True) == json.dumps(given, sort_keys=True)

@@ -1,0 +1,406 @@
+"""Performing the plans' I/O: blocking calls for ``run``, awaits for ``run_async``.
+
+The two drivers differ only in how they call: which store method serves a
+request is decided once, in :func:`store_call`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import Session
+
+from ..aio import AsyncSQLAlchemyKeyValueStore
+from ..errors import ConfigurationError
+from ..persistence import DEFAULT_PREFIX, AsyncStatePersistence, StatePersistence
+from ..store import SQLAlchemyKeyValueStore
+from .errors import DurableUsageError
+from .memory import MemoryStore, default_store
+from .plan import (
+    Acquire,
+    Begin,
+    BodyOutcome,
+    Call,
+    Delete,
+    DeleteMany,
+    Finish,
+    Flush,
+    Keys,
+    Lease,
+    Load,
+    LoadMany,
+    Plan,
+    Release,
+    Request,
+    RunBody,
+    RunState,
+    Save,
+    StartHeartbeat,
+    StepExit,
+    StopHeartbeat,
+    Touch,
+    step_plan,
+)
+
+T = TypeVar("T")
+Workflow = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where a run keeps its rows: the key/value store, the prefix, the engine if any."""
+
+    kv: Any
+    prefix: str
+    engine: Any
+    owns_engine: bool
+    scope: object
+
+
+def backend_for(store: object, prefix: str | None, *, asyncio: bool) -> Backend:
+    if store is None:
+        store = default_store
+    kv: Any = store
+    own_prefix = DEFAULT_PREFIX
+    if isinstance(store, (StatePersistence, AsyncStatePersistence)):
+        kv, own_prefix = store.store, store.prefix
+    if not isinstance(kv, (SQLAlchemyKeyValueStore, AsyncSQLAlchemyKeyValueStore, MemoryStore)):
+        raise TypeError(
+            "store must be a StatePersistence, a key/value store or a MemoryStore, "
+            f"got {type(store).__name__}"
+        )
+    if isinstance(kv, AsyncSQLAlchemyKeyValueStore) and not asyncio:
+        raise ConfigurationError("an asyncio store needs durable.run_async")
+    if isinstance(kv, SQLAlchemyKeyValueStore) and asyncio:
+        raise ConfigurationError(
+            "a sync store would block the event loop: give durable.run_async an asyncio store"
+        )
+    engine = getattr(kv, "engine", None)
+    scope: object = (
+        id(kv) if engine is None else (str(engine.url), kv.table.key)  # type: ignore[union-attr]
+    )
+    return Backend(
+        kv, prefix or own_prefix, engine, bool(getattr(kv, "_owns_engine", False)), scope
+    )
+
+
+def store_call(kv: Any, request: Request) -> Any:
+    """The store method that serves ``request`` (its result is awaitable on an asyncio store)."""
+    if isinstance(request, Load):
+        return kv.get(request.key)
+    if isinstance(request, Save):
+        if request.tx is None:
+            return kv.set(request.key, request.text, request.ttl)
+        return kv.set(request.key, request.text, request.ttl, connection=request.tx.connection)
+    if isinstance(request, Delete):
+        return kv.delete(request.key)
+    if isinstance(request, Touch):
+        return kv.touch(request.key, request.ttl)
+    if isinstance(request, Acquire):
+        return kv.add(request.key, request.value, request.ttl)
+    if isinstance(request, Release):
+        return kv.delete(request.key, if_value=request.value)
+    if isinstance(request, Keys):
+        return kv.keys_with_prefix(request.prefix)
+    if isinstance(request, LoadMany):
+        return kv.get_many(request.keys)
+    if isinstance(request, DeleteMany):
+        return kv.delete_many(request.keys)
+    raise TypeError(f"not a store request: {request!r}")
+
+
+def _no_engine() -> ConfigurationError:
+    return ConfigurationError(
+        "a transactional step needs a SQLAlchemy store (the in-memory store has no database)"
+    )
+
+
+@dataclass
+class Tx:
+    connection: Any
+    transaction: Any
+    session: Any
+    resource: Any
+
+
+# --- sync -------------------------------------------------------------------
+
+
+def drive(plan: Plan[T], io: SyncIO) -> T:
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            request = plan.send(reply) if error is None else plan.throw(error)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        reply, error = None, None
+        try:
+            reply = io.perform(request)
+        except BaseException as e:
+            error = e
+
+
+class SyncIO:
+    def __init__(self, backend: Backend, workflow: Workflow | None = None) -> None:
+        self.backend = backend
+        self.workflow = workflow
+        self._heartbeat: _ThreadHeartbeat | None = None
+
+    def perform(self, request: Request) -> Any:
+        if isinstance(request, Call):
+            result = request.fn(*request.args)
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()
+                raise DurableUsageError(
+                    f"{request.fn!r} returned an awaitable: use durable.run_async for async code"
+                )
+            return result
+        if isinstance(request, Begin):
+            return self._begin(request.session)
+        if isinstance(request, Flush):
+            if request.tx.session is not None:
+                request.tx.session.flush()
+            return None
+        if isinstance(request, Finish):
+            return self._finish(request.tx, request.commit)
+        if isinstance(request, RunBody):
+            return self._body(request.state)
+        if isinstance(request, StartHeartbeat):
+            assert request.state.lease is not None
+            self._heartbeat = _ThreadHeartbeat(self.backend.kv, request.state.lease)
+            self._heartbeat.start()
+            return None
+        if isinstance(request, StopHeartbeat):
+            if self._heartbeat is not None:
+                self._heartbeat.stop()
+            return None
+        return store_call(self.backend.kv, request)
+
+    def _begin(self, session: bool) -> Tx:
+        engine = self.backend.engine
+        if engine is None:
+            raise _no_engine()
+        conn: Connection = engine.connect()
+        try:
+            if self.backend.owns_engine:  # the store's own engine runs in autocommit
+                conn.execution_options(isolation_level=conn.default_isolation_level)
+            trans = conn.begin()
+        except BaseException:
+            conn.close()
+            raise
+        orm = Session(bind=conn) if session else None
+        return Tx(conn, trans, orm, orm if orm is not None else conn)
+
+    @staticmethod
+    def _finish(tx: Tx, commit: bool) -> None:
+        try:
+            if commit:
+                tx.transaction.commit()
+            else:
+                tx.transaction.rollback()
+        finally:
+            if tx.session is not None:
+                tx.session.close()
+            tx.connection.close()
+
+    def _body(self, state: RunState) -> BodyOutcome:
+        assert self.workflow is not None
+        step = Step(state, self)
+        try:
+            return BodyOutcome(value=self.workflow(step, state.options.deps))
+        except StepExit as e:
+            return BodyOutcome(exit=e.result)
+        except DurableUsageError:
+            raise
+        except Exception as e:
+            return BodyOutcome(raised=e)
+
+
+class Step:
+    """What the workflow calls: ``step(fn, key=...)``, ``step.transaction(fn, key=...)``."""
+
+    def __init__(self, state: RunState, io: SyncIO) -> None:
+        self._state = state
+        self._io = io
+
+    @property
+    def workflow_id(self) -> str:
+        return self._state.options.workflow_id
+
+    def __call__(self, fn: Callable[[], Any], *, key: str) -> Any:
+        """Run ``fn`` once under ``key``; on a rerun return its stored outcome instead."""
+        return drive(step_plan(self._state, fn, key, None), self._io)
+
+    def transaction(self, fn: Callable[[Any], Any], *, key: str, session: bool = False) -> Any:
+        """Run ``fn(connection)`` (``fn(session)`` with ``session=True``) in a transaction
+        that also writes this step's checkpoint: both commit, or neither does."""
+        return drive(step_plan(self._state, fn, key, session), self._io)
+
+
+class _ThreadHeartbeat:
+    def __init__(self, kv: Any, lease: Lease) -> None:
+        self._kv = kv
+        self._lease = lease
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="awaitly-lease", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        lease = self._lease
+        while not lease.lost and not self._stopped.wait(lease.interval):
+            try:
+                answer: bool | None = bool(
+                    self._kv.touch(lease.key, lease.ttl, if_value=lease.value)
+                )
+            except Exception:
+                answer = None
+            lease.renewed(answer)
+
+
+# --- asyncio ----------------------------------------------------------------
+
+
+async def adrive(plan: Plan[T], io: AsyncIO) -> T:
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            request = plan.send(reply) if error is None else plan.throw(error)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        reply, error = None, None
+        try:
+            reply = await io.perform(request)
+        except BaseException as e:
+            error = e
+
+
+async def _settle(result: Any) -> Any:
+    return await result if inspect.isawaitable(result) else result
+
+
+class AsyncIO:
+    def __init__(self, backend: Backend, workflow: Workflow | None = None) -> None:
+        self.backend = backend
+        self.workflow = workflow
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    async def perform(self, request: Request) -> Any:
+        if isinstance(request, Call):
+            return await _settle(request.fn(*request.args))
+        if isinstance(request, Begin):
+            return await self._begin(request.session)
+        if isinstance(request, Flush):
+            if request.tx.session is not None:
+                await request.tx.session.flush()
+            return None
+        if isinstance(request, Finish):
+            return await self._finish(request.tx, request.commit)
+        if isinstance(request, RunBody):
+            return await self._body(request.state)
+        if isinstance(request, StartHeartbeat):
+            assert request.state.lease is not None
+            self._heartbeat = asyncio.ensure_future(self._beat(request.state.lease))
+            return None
+        if isinstance(request, StopHeartbeat):
+            if self._heartbeat is not None:
+                self._heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._heartbeat
+            return None
+        return await _settle(store_call(self.backend.kv, request))
+
+    async def _begin(self, session: bool) -> Tx:
+        engine = self.backend.engine
+        if engine is None:
+            raise _no_engine()
+        conn: AsyncConnection = await engine.connect()
+        try:
+            if self.backend.owns_engine:
+                level = conn.sync_connection.default_isolation_level  # type: ignore[union-attr]
+                await conn.execution_options(isolation_level=level)
+            trans = await conn.begin()
+        except BaseException:
+            await conn.close()
+            raise
+        orm = AsyncSession(bind=conn) if session else None
+        return Tx(conn, trans, orm, orm if orm is not None else conn)
+
+    @staticmethod
+    async def _finish(tx: Tx, commit: bool) -> None:
+        try:
+            if commit:
+                await tx.transaction.commit()
+            else:
+                await tx.transaction.rollback()
+        finally:
+            if tx.session is not None:
+                await tx.session.close()
+            await tx.connection.close()
+
+    async def _body(self, state: RunState) -> BodyOutcome:
+        assert self.workflow is not None
+        step = AsyncStep(state, self)
+        try:
+            running = self.workflow(step, state.options.deps)
+            if not inspect.isawaitable(running):
+                raise DurableUsageError(
+                    "durable.run_async needs an async workflow (async def ...): "
+                    "its steps are awaited"
+                )
+            return BodyOutcome(value=await running)
+        except StepExit as e:
+            return BodyOutcome(exit=e.result)
+        except DurableUsageError:
+            raise
+        except Exception as e:
+            return BodyOutcome(raised=e)
+
+    async def _beat(self, lease: Lease) -> None:
+        while not lease.lost:
+            await asyncio.sleep(lease.interval)
+            try:
+                answer: bool | None = bool(
+                    await _settle(self.backend.kv.touch(lease.key, lease.ttl, if_value=lease.value))
+                )
+            except Exception:
+                answer = None
+            lease.renewed(answer)
+
+
+class AsyncStep:
+    """The asyncio ``step``: ``await step(fn, key=...)``; ``fn`` may be sync or async."""
+
+    def __init__(self, state: RunState, io: AsyncIO) -> None:
+        self._state = state
+        self._io = io
+
+    @property
+    def workflow_id(self) -> str:
+        return self._state.options.workflow_id
+
+    async def __call__(self, fn: Callable[[], Any | Awaitable[Any]], *, key: str) -> Any:
+        return await adrive(step_plan(self._state, fn, key, None), self._io)
+
+    async def transaction(
+        self, fn: Callable[[Any], Awaitable[Any]], *, key: str, session: bool = False
+    ) -> Any:
+        """``await fn(connection)`` (an ``AsyncConnection``, or ``AsyncSession`` with
+        ``session=True``) in a transaction that also writes this step's checkpoint."""
+        return await adrive(step_plan(self._state, fn, key, session), self._io)

@@ -1,0 +1,237 @@
+"""Looking after stored runs: has_state, delete_state(s), list_pending, clear_state, retry_step.
+
+Each helper is one plan (as the runner's are) with a sync and an asyncio
+entry point; they act only on keys under the store's state prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ..errors import CorruptStateError, InvalidInputError
+from ..snapshot import decode_state
+from .documents import now_iso, to_json
+from .drivers import AsyncIO, SyncIO, adrive, backend_for, drive
+from .plan import Delete, DeleteMany, Keys, Load, LoadMany, Plan, Save
+
+_IDEMPOTENCY = "idem:"
+_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class PendingRun:
+    """A stored run that has not completed: still running, crashed, or failed."""
+
+    id: str
+    last_updated: str | None
+    status: str | None
+    steps: int
+    failed_step: str | None = None
+    corrupt: str | None = None  # why the row cannot be read, if it cannot
+
+
+@dataclass(frozen=True)
+class DeleteReport:
+    deleted: int
+    failed: dict[str, BaseException] = field(default_factory=dict)
+
+
+def _check_id(workflow_id: object) -> str:
+    if not isinstance(workflow_id, str) or not workflow_id:
+        raise InvalidInputError(f"a workflow id must be a non-empty str, got {workflow_id!r}")
+    return workflow_id
+
+
+def _has_state(prefix: str, workflow_id: str) -> Plan[bool]:
+    return (yield Load(prefix + _check_id(workflow_id))) is not None
+
+
+def _delete_state(prefix: str, workflow_id: str) -> Plan[bool]:
+    return bool((yield Delete(prefix + _check_id(workflow_id))))
+
+
+def _delete_states(prefix: str, workflow_ids: Iterable[str]) -> Plan[DeleteReport]:
+    ids = [_check_id(i) for i in dict.fromkeys(workflow_ids)]
+    if not ids:
+        return DeleteReport(0)
+    try:
+        return DeleteReport(int((yield DeleteMany([prefix + i for i in ids]))))
+    except Exception:
+        pass  # one by one, to say which
+    deleted, failed = 0, dict[str, BaseException]()
+    for i in ids:
+        try:
+            deleted += bool((yield Delete(prefix + i)))
+        except Exception as e:
+            failed[i] = e
+    return DeleteReport(deleted, failed)
+
+
+def _list_pending(state_prefix: str, prefix: str, limit: int | None) -> Plan[list[PendingRun]]:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise InvalidInputError(f"limit must be a non-negative int, got {limit!r}")
+    keys = yield Keys(state_prefix + prefix)
+    keys = [k for k in keys if not k.startswith(state_prefix + _IDEMPOTENCY)]
+    rows: dict[str, str] = {}
+    for start in range(0, len(keys), _BATCH):
+        rows.update((yield LoadMany(keys[start : start + _BATCH])))
+    runs = [_pending(key[len(state_prefix) :], key, text) for key, text in rows.items()]
+    runs.sort(key=lambda r: r.last_updated or "", reverse=True)
+    return runs if limit is None else runs[:limit]
+
+
+def _pending(workflow_id: str, key: str, text: str) -> PendingRun:
+    try:
+        snapshot = decode_state(key, text)
+    except CorruptStateError as e:
+        return PendingRun(workflow_id, None, None, 0, corrupt=e.reason)
+    execution = snapshot.get("execution") or {}
+    steps = snapshot["steps"]
+    failed = next((k for k, outcome in steps.items() if not outcome["ok"]), None)
+    updated = execution.get("lastUpdated")
+    status = execution.get("status")
+    return PendingRun(
+        workflow_id,
+        updated if isinstance(updated, str) else None,
+        status if isinstance(status, str) else None,
+        len(steps),
+        failed,
+    )
+
+
+def _clear_state(prefix: str) -> Plan[int]:
+    keys = yield Keys(prefix)
+    deleted = 0
+    for start in range(0, len(keys), _BATCH):
+        deleted += int((yield DeleteMany(keys[start : start + _BATCH])))
+    return deleted
+
+
+def _retry_step(prefix: str, workflow_id: str, step_key: str | None) -> Plan[list[str]]:
+    key = prefix + _check_id(workflow_id)
+    text = yield Load(key)
+    if text is None:
+        return []
+    snapshot = decode_state(key, text)
+    steps = snapshot["steps"]
+    cleared = [k for k, o in steps.items() if not o["ok"] and step_key in (None, k)]
+    if not cleared:
+        return []
+    snapshot["steps"] = {k: o for k, o in steps.items() if k not in cleared}
+    snapshot["execution"] = {**(snapshot.get("execution") or {}), "lastUpdated": now_iso()}
+    yield Save(key, to_json(snapshot))
+    return cleared
+
+
+# --- the entry points -------------------------------------------------------
+
+
+def _sync(store: object, prefix: str | None) -> tuple[str, SyncIO]:
+    backend = backend_for(store, prefix, asyncio=False)
+    return backend.prefix, SyncIO(backend)
+
+
+def _async(store: object, prefix: str | None) -> tuple[str, AsyncIO]:
+    backend = backend_for(store, prefix, asyncio=True)
+    return backend.prefix, AsyncIO(backend)
+
+
+def has_state(store: object, workflow_id: str, *, prefix: str | None = None) -> bool:
+    """Whether ``workflow_id`` has stored state (a run in progress, crashed or failed)."""
+    p, io = _sync(store, prefix)
+    return drive(_has_state(p, workflow_id), io)
+
+
+def delete_state(store: object, workflow_id: str, *, prefix: str | None = None) -> bool:
+    """Forget a run: the next ``run`` with this id starts over. True if there was one."""
+    p, io = _sync(store, prefix)
+    return drive(_delete_state(p, workflow_id), io)
+
+
+def delete_states(
+    store: object, workflow_ids: Iterable[str], *, prefix: str | None = None
+) -> DeleteReport:
+    """Forget many runs (one statement); the report says how many went and which failed."""
+    p, io = _sync(store, prefix)
+    return drive(_delete_states(p, workflow_ids), io)
+
+
+def list_pending(
+    store: object, *, prefix: str = "", limit: int | None = None, state_prefix: str | None = None
+) -> list[PendingRun]:
+    """Stored runs whose id starts with ``prefix``, newest ``lastUpdated`` first.
+
+    Failed and crashed runs are included; idempotency records and leases are not.
+    """
+    p, io = _sync(store, state_prefix)
+    return drive(_list_pending(p, prefix, limit), io)
+
+
+def clear_state(store: object, *, prefix: str | None = None) -> int:
+    """Delete every row under this store's state prefix (never the rest of the table)."""
+    p, io = _sync(store, prefix)
+    return drive(_clear_state(p), io)
+
+
+def retry_step(
+    store: object, workflow_id: str, step_key: str | None = None, *, prefix: str | None = None
+) -> list[str]:
+    """Clear the stored failure of ``step_key`` (or every failed step), so the next run
+    executes it again; returns the keys cleared."""
+    p, io = _sync(store, prefix)
+    return drive(_retry_step(p, workflow_id, step_key), io)
+
+
+async def has_state_async(store: object, workflow_id: str, *, prefix: str | None = None) -> bool:
+    p, io = _async(store, prefix)
+    return await adrive(_has_state(p, workflow_id), io)
+
+
+async def delete_state_async(store: object, workflow_id: str, *, prefix: str | None = None) -> bool:
+    p, io = _async(store, prefix)
+    return await adrive(_delete_state(p, workflow_id), io)
+
+
+async def delete_states_async(
+    store: object, workflow_ids: Iterable[str], *, prefix: str | None = None
+) -> DeleteReport:
+    p, io = _async(store, prefix)
+    return await adrive(_delete_states(p, workflow_ids), io)
+
+
+async def list_pending_async(
+    store: object, *, prefix: str = "", limit: int | None = None, state_prefix: str | None = None
+) -> list[PendingRun]:
+    p, io = _async(store, state_prefix)
+    return await adrive(_list_pending(p, prefix, limit), io)
+
+
+async def clear_state_async(store: object, *, prefix: str | None = None) -> int:
+    p, io = _async(store, prefix)
+    return await adrive(_clear_state(p), io)
+
+
+async def retry_step_async(
+    store: object, workflow_id: str, step_key: str | None = None, *, prefix: str | None = None
+) -> list[str]:
+    p, io = _async(store, prefix)
+    return await adrive(_retry_step(p, workflow_id, step_key), io)
+
+
+__all__ = [
+    "DeleteReport",
+    "PendingRun",
+    "clear_state",
+    "clear_state_async",
+    "delete_state",
+    "delete_state_async",
+    "delete_states",
+    "delete_states_async",
+    "has_state",
+    "has_state_async",
+    "list_pending",
+    "list_pending_async",
+    "retry_step",
+    "retry_step_async",
+]

@@ -1,0 +1,616 @@
+"""How a run behaves, written once for the sync and the asyncio runner.
+
+Each plan is a generator: it yields an I/O request (load this key, save that
+text, call the step function, begin a transaction...) and receives the
+answer, or the exception, from a driver (``drivers.py``) that performs it
+with blocking calls or with ``await``. Every decision (what to skip, what to
+record, which error to return) lives here, so both flavours behave alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal, TypeVar
+
+from ..errors import CorruptStateError
+from ..snapshot import decode_state
+from .documents import (
+    idempotency_record,
+    lease_value,
+    same_input,
+    to_json,
+    workflow_snapshot,
+)
+from .errors import DuplicateStepKeyError, DurableUsageError
+from .results import (
+    ConcurrentExecution,
+    CorruptState,
+    Err,
+    IdempotencyConflict,
+    LeaseExpired,
+    Ok,
+    PersistenceFailed,
+    Result,
+    UnexpectedError,
+    VersionMismatch,
+)
+from .values import (
+    check_json,
+    raised_failure,
+    replay,
+    returned_failure,
+    success_outcome,
+)
+
+T = TypeVar("T")
+log = logging.getLogger("sqlalchemy_awaitly.durable")
+
+
+# --- I/O requests -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Load:
+    key: str
+
+
+@dataclass(frozen=True)
+class Save:
+    key: str
+    text: str
+    ttl: float | None = None
+    tx: Any = None  # a transaction from Begin: the save joins it
+
+
+@dataclass(frozen=True)
+class Delete:
+    key: str
+
+
+@dataclass(frozen=True)
+class Touch:
+    key: str
+    ttl: float | None
+
+
+@dataclass(frozen=True)
+class Acquire:
+    key: str
+    value: str
+    ttl: float
+
+
+@dataclass(frozen=True)
+class Release:
+    key: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str
+
+
+@dataclass(frozen=True)
+class LoadMany:
+    keys: list[str]
+
+
+@dataclass(frozen=True)
+class DeleteMany:
+    keys: list[str]
+
+
+@dataclass(frozen=True)
+class Call:
+    """Call user code (a step, a hook); the driver awaits it in the asyncio flavour."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class Begin:
+    """Open a transaction on the store's engine; ``session``: hand the step a Session."""
+
+    session: bool
+
+
+@dataclass(frozen=True)
+class Flush:
+    """Write a step's pending Session changes now, so their errors are the step's."""
+
+    tx: Any
+
+
+@dataclass(frozen=True)
+class Finish:
+    tx: Any
+    commit: bool
+
+
+@dataclass(frozen=True)
+class RunBody:
+    state: RunState
+
+
+@dataclass(frozen=True)
+class StartHeartbeat:
+    state: RunState
+
+
+@dataclass(frozen=True)
+class StopHeartbeat:
+    state: RunState
+
+
+Request = (
+    Load
+    | Save
+    | Delete
+    | Touch
+    | Acquire
+    | Release
+    | Keys
+    | LoadMany
+    | DeleteMany
+    | Call
+    | Begin
+    | Flush
+    | Finish
+    | RunBody
+    | StartHeartbeat
+    | StopHeartbeat
+)
+Plan = Generator[Request, Any, T]
+
+
+# --- a run's options and state ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VersionMismatchInfo:
+    """What ``on_version_mismatch`` is asked about."""
+
+    workflow_id: str
+    stored_version: int | float
+    requested_version: int | float
+
+
+@dataclass(frozen=True)
+class Migrated:
+    """``on_version_mismatch`` may return this: resume from ``snapshot`` instead."""
+
+    snapshot: dict[str, Any]
+
+
+VersionAnswer = Literal["throw", "clear"] | Migrated
+
+
+@dataclass(frozen=True)
+class DurableEvent:
+    """What ``on_event`` receives: step and persistence events of one run."""
+
+    type: Literal[
+        "step_start",
+        "step_success",
+        "step_error",
+        "step_skipped",
+        "persist_success",
+        "persist_error",
+    ]
+    workflow_id: str
+    step_key: str
+    at: datetime
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    workflow_id: str
+    prefix: str
+    lock_prefix: str
+    guard_scope: object
+    deps: Any = None
+    version: int | float = 1
+    metadata: dict[str, Any] = field(default_factory=dict)
+    on_version_mismatch: Callable[[VersionMismatchInfo], Any] | None = None
+    allow_concurrent: bool = False
+    lease_ttl: float = 60.0
+    heartbeat_interval: float = 20.0
+    idempotency_key: str | None = None
+    input: Any = None
+    retention: float | None = None
+    on_event: Callable[[DurableEvent], Any] | None = None
+
+    @property
+    def state_key(self) -> str:
+        return self.prefix + self.workflow_id
+
+    @property
+    def idempotency_row(self) -> str:
+        return f"{self.prefix}idem:{self.idempotency_key}"
+
+
+@dataclass
+class Lease:
+    """A held lease. The heartbeat reports each renewal; the lease is lost when a
+    renewal is refused (another owner, or it expired), or when none has
+    succeeded for a whole lease time (the database was unreachable)."""
+
+    key: str
+    value: str
+    ttl: float
+    interval: float
+    lost: bool = False
+    last_renewed: float = field(default_factory=time.monotonic)
+
+    def renewed(self, answer: bool | None) -> None:
+        """``answer``: the renewal's result, or None if it raised."""
+        now = time.monotonic()
+        if answer:
+            self.last_renewed = now
+        elif answer is False or now - self.last_renewed >= self.ttl:
+            self.lost = True
+
+
+@dataclass
+class BodyOutcome:
+    value: Any = None
+    exit: Result[Any, Any] | None = None
+    raised: Exception | None = None
+
+
+class StepExit(BaseException):
+    """Ends the workflow body at a failed step; a BaseException so ``except Exception``
+    in the workflow cannot swallow it (if it is swallowed anyway, the run still ends)."""
+
+    def __init__(self, result: Result[Any, Any]) -> None:
+        super().__init__(result)
+        self.result = result
+
+
+class RunState:
+    """One run in progress: the outcomes so far, and why it must stop, if it must."""
+
+    def __init__(self, options: RunOptions, lease: Lease | None) -> None:
+        self.options = options
+        self.lease = lease
+        self.steps: dict[str, Any] = {}
+        self.stored: set[str] = set()
+        self.seen: set[str] = set()
+        self.stored_metadata: dict[str, Any] = {}
+        self.has_row = False
+        self.stop: Result[Any, Any] | None = None
+        self.usage_error: DurableUsageError | None = None
+
+    def resume_from(self, snapshot: dict[str, Any]) -> None:
+        self.steps = dict(snapshot["steps"])
+        self.stored = set(self.steps)
+        self.stored_metadata = dict(snapshot.get("metadata") or {})
+        self.has_row = True
+
+    def metadata(self) -> dict[str, Any]:
+        """Stored keys kept, the run's own merged over them, ``version`` always the run's."""
+        o = self.options
+        return {**self.stored_metadata, **o.metadata, "version": o.version}
+
+    def emit(self, type_: Any, key: str, error: BaseException | None = None) -> None:
+        hook = self.options.on_event
+        if hook is None:
+            return
+        try:
+            hook(DurableEvent(type_, self.options.workflow_id, key, _utcnow(), error))
+        except Exception:
+            log.exception("on_event hook failed; the run goes on")
+
+    def end(self, result: Result[Any, Any]) -> StepExit:
+        if self.stop is None:
+            self.stop = result
+        return StepExit(self.stop)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# --- the in-process guard ---------------------------------------------------
+
+_active: set[tuple[object, str]] = set()
+_active_lock = threading.Lock()
+
+
+def _claim(scope: tuple[object, str]) -> bool:
+    with _active_lock:
+        if scope in _active:
+            return False
+        _active.add(scope)
+        return True
+
+
+def _unclaim(scope: tuple[object, str]) -> None:
+    with _active_lock:
+        _active.discard(scope)
+
+
+# --- the plans --------------------------------------------------------------
+
+
+def run_plan(o: RunOptions) -> Plan[Result[Any, Any]]:
+    """One call of ``run``: idempotency, guards, lease, load, the body, and the end."""
+    if o.idempotency_key is not None:
+        try:
+            text = yield Load(o.idempotency_row)
+        except Exception as e:
+            return Err(PersistenceFailed(o.workflow_id, "load", e, "the idempotency record"))
+        if text is not None:
+            answer = _idempotent_answer(o, text)
+            if answer is not None:
+                return answer
+    scope = (o.guard_scope, o.workflow_id)
+    if not o.allow_concurrent and not _claim(scope):
+        return Err(ConcurrentExecution(o.workflow_id, "in-process"))
+    try:
+        return (yield from _leased(o))
+    finally:
+        if not o.allow_concurrent:
+            _unclaim(scope)
+
+
+def _idempotent_answer(o: RunOptions, text: str) -> Result[Any, Any] | None:
+    """The answer an earlier run with this idempotency key already gives, if any."""
+    key = o.idempotency_row
+    try:
+        record = decode_state(key, text)
+    except CorruptStateError as e:
+        return Err(CorruptState(o.workflow_id, key, e.reason))
+    meta = record.get("metadata") or {}
+    stored_input = meta.get("input")
+    assert o.idempotency_key is not None
+    if stored_input is not None and o.input is not None and not same_input(stored_input, o.input):
+        return Err(IdempotencyConflict(o.workflow_id, o.idempotency_key))
+    status = (record.get("execution") or {}).get("status")
+    final = meta.get("finalResult")
+    if status == "completed" and isinstance(final, dict):
+        return Ok(final.get("value")) if final.get("ok") else Err(final.get("error"))
+    if status == "running" and meta.get("workflowId") != o.workflow_id:
+        return Err(
+            ConcurrentExecution(str(meta.get("workflowId")), "cross-process", o.idempotency_key)
+        )
+    return None  # running under this id: a crashed run to resume; the lease decides
+
+
+def _leased(o: RunOptions) -> Plan[Result[Any, Any]]:
+    lease = None
+    if not o.allow_concurrent:
+        lease = Lease(
+            o.lock_prefix + o.workflow_id,
+            lease_value(uuid.uuid4().hex),
+            o.lease_ttl,
+            o.heartbeat_interval,
+        )
+        try:
+            acquired = yield Acquire(lease.key, lease.value, lease.ttl)
+        except Exception as e:
+            return Err(PersistenceFailed(o.workflow_id, "load", e, "the lease"))
+        if not acquired:
+            return Err(ConcurrentExecution(o.workflow_id, "cross-process"))
+    try:
+        return (yield from _loaded(o, lease))
+    finally:
+        if lease is not None:
+            try:
+                yield Release(lease.key, lease.value)
+            except Exception:
+                log.warning("could not release the lease of %r; it expires", o.workflow_id)
+
+
+def _loaded(o: RunOptions, lease: Lease | None) -> Plan[Result[Any, Any]]:
+    if o.idempotency_key is not None:
+        marker = idempotency_record(o.workflow_id, o.idempotency_key, o.input)
+        try:
+            yield Save(o.idempotency_row, marker, o.retention)
+        except Exception as e:
+            return Err(PersistenceFailed(o.workflow_id, "save", e, "the idempotency record"))
+    try:
+        text = yield Load(o.state_key)
+    except Exception as e:
+        return Err(PersistenceFailed(o.workflow_id, "load", e))
+    state = RunState(o, lease)
+    if text is not None:
+        try:
+            snapshot: dict[str, Any] | None = decode_state(o.state_key, text)
+        except CorruptStateError as e:
+            return Err(CorruptState(o.workflow_id, o.state_key, e.reason))
+        assert snapshot is not None
+        stored_version = _version_of(snapshot)
+        if stored_version != o.version:
+            answer: Any = "throw"
+            if o.on_version_mismatch is not None:
+                info = VersionMismatchInfo(o.workflow_id, stored_version, o.version)
+                answer = yield Call(o.on_version_mismatch, (info,))
+            if answer == "clear":
+                try:
+                    yield Delete(o.state_key)
+                except Exception as e:
+                    return Err(PersistenceFailed(o.workflow_id, "delete", e))
+                snapshot = None
+            elif isinstance(answer, Migrated):
+                try:
+                    snapshot = decode_state(o.state_key, to_json(answer.snapshot))
+                except (CorruptStateError, TypeError, ValueError) as e:
+                    reason = getattr(e, "reason", str(e))
+                    return Err(CorruptState(o.workflow_id, o.state_key, f"migrated: {reason}"))
+            elif answer == "throw":
+                return Err(VersionMismatch(o.workflow_id, stored_version, o.version))
+            else:
+                raise DurableUsageError(
+                    f"on_version_mismatch returned {answer!r}; "
+                    "expected 'throw', 'clear' or Migrated(snapshot)"
+                )
+        if snapshot is not None:
+            state.resume_from(snapshot)
+    if lease is not None:
+        yield StartHeartbeat(state)
+    try:
+        body = yield RunBody(state)
+    finally:
+        if lease is not None:
+            yield StopHeartbeat(state)
+    if state.usage_error is not None:
+        raise state.usage_error
+    return (yield from _ended(o, state, _result_of(state, body)))
+
+
+def _version_of(snapshot: dict[str, Any]) -> int | float:
+    version = (snapshot.get("metadata") or {}).get("version")
+    ok = isinstance(version, (int, float)) and not isinstance(version, bool)
+    return version if ok else 1  # type: ignore[return-value]
+
+
+def _result_of(state: RunState, body: BodyOutcome) -> Result[Any, Any]:
+    if state.stop is not None:
+        return state.stop
+    if body.exit is not None:
+        return body.exit
+    if body.raised is not None:
+        e = body.raised
+        return Err(UnexpectedError(f"{type(e).__name__}: {e}"), e)
+    if isinstance(body.value, (Ok, Err)):
+        return body.value
+    return Ok(body.value)
+
+
+def _ended(o: RunOptions, state: RunState, result: Result[Any, Any]) -> Plan[Result[Any, Any]]:
+    if state.lease is not None and state.lease.lost:
+        return Err(LeaseExpired(o.workflow_id))  # the row stays: another process may own it
+    if isinstance(result, Ok):
+        if o.idempotency_key is not None:
+            check_json(result.value, "the workflow's return value (kept for its idempotency key)")
+        try:
+            yield Delete(o.state_key)
+        except Exception as e:
+            return Err(PersistenceFailed(o.workflow_id, "delete", e))
+        if o.idempotency_key is not None:
+            done = idempotency_record(
+                o.workflow_id, o.idempotency_key, o.input, result.value, completed=True
+            )
+            try:
+                yield Save(o.idempotency_row, done, o.retention)
+            except Exception:
+                log.exception(
+                    "could not record the result of idempotency key %r", o.idempotency_key
+                )
+        return result
+    if o.retention is not None and state.has_row:
+        try:
+            yield Touch(o.state_key, o.retention)
+        except Exception:
+            log.warning("could not set the retention of failed run %r", o.workflow_id)
+    if o.idempotency_key is not None:
+        try:  # a failed run does not hold its key: the next call resumes it
+            yield Delete(o.idempotency_row)
+        except Exception:
+            log.warning("could not free idempotency key %r", o.idempotency_key)
+    return result
+
+
+def step_plan(state: RunState, fn: Callable[..., Any], key: str, session: bool | None) -> Plan[Any]:
+    """One step: replay it if stored, else run it and record its outcome.
+
+    ``session`` None: a plain step. Else a transactional one, handed a
+    Connection (False) or Session (True) whose transaction also writes the
+    checkpoint, so its database writes and its record commit together.
+    """
+    o = state.options
+    if not isinstance(key, str) or not key:
+        raise _usage(state, DurableUsageError(f"a step key must be a non-empty str, got {key!r}"))
+    if key in state.seen:
+        raise _usage(
+            state,
+            DuplicateStepKeyError(
+                f"step key {key!r} is used twice in workflow {o.workflow_id!r}: "
+                "every step needs its own key"
+            ),
+        )
+    state.seen.add(key)
+    if state.stop is not None:
+        raise StepExit(state.stop)
+    if state.lease is not None and state.lease.lost:
+        raise state.end(Err(LeaseExpired(o.workflow_id)))
+    if key in state.stored:
+        state.emit("step_skipped", key)
+        answer = replay(state.steps[key])
+        if isinstance(answer, Err):
+            raise state.end(answer)
+        return answer
+    state.emit("step_start", key)
+    tx = None
+    if session is not None:
+        try:
+            tx = yield Begin(session)
+        except Exception as e:
+            state.emit("persist_error", key, e)
+            raise state.end(Err(PersistenceFailed(o.workflow_id, "save", e))) from None
+    try:
+        try:
+            raw = yield Call(fn, () if tx is None else (tx.resource,))
+            if tx is not None and not isinstance(raw, Err):
+                yield Flush(tx)
+        except DurableUsageError as e:
+            raise _usage(state, e) from None
+        except Exception as e:
+            failed: Result[Any, Any] = Err(UnexpectedError(f"{type(e).__name__}: {e}"), e)
+            outcome, result = raised_failure(e), failed
+        else:
+            outcome, result = _outcome_of(state, key, raw)
+        state.steps[key] = outcome
+        text = workflow_snapshot(o.workflow_id, state.steps, key, state.metadata())
+        try:
+            if tx is not None and result.ok:
+                yield Save(o.state_key, text, None, tx)
+                tx, done = None, tx
+                yield Finish(done, True)
+            else:
+                if tx is not None:
+                    tx, done = None, tx
+                    yield Finish(done, False)
+                yield Save(o.state_key, text)
+        except Exception as e:
+            del state.steps[key]
+            state.emit("persist_error", key, e)
+            raise state.end(Err(PersistenceFailed(o.workflow_id, "save", e))) from None
+    finally:
+        if tx is not None:  # the step raised past us (KeyboardInterrupt, cancellation)
+            yield Finish(tx, False)
+    state.has_row = True
+    state.emit("persist_success", key)
+    if isinstance(result, Err):
+        state.emit("step_error", key, result.cause if isinstance(result.cause, Exception) else None)
+        raise state.end(result)
+    state.emit("step_success", key)
+    return result.value
+
+
+def _outcome_of(state: RunState, key: str, raw: Any) -> tuple[dict[str, Any], Result[Any, Any]]:
+    try:
+        if isinstance(raw, Err):
+            check_json(raw.error, f"the error value of step {key!r}")
+            return returned_failure(raw), raw
+        value = raw.value if isinstance(raw, Ok) else raw
+        check_json(value, f"the value of step {key!r}")
+        return success_outcome(value), Ok(value)
+    except DurableUsageError as e:
+        raise _usage(state, e) from None
+
+
+def _usage(state: RunState, error: DurableUsageError) -> DurableUsageError:
+    if state.usage_error is None:
+        state.usage_error = error
+    return error

@@ -1,0 +1,192 @@
+"""Which values a step may return, and how outcomes and causes become JSON and back.
+
+Step values go into the snapshot as JSON, and a resumed run (Python or
+Node.js) gets back what JSON gives. So a value JSON would change is refused
+at the step, with the path to it, instead of coming back different after a
+resume: ``datetime``, ``Decimal``, ``bytes``, tuples and sets, NaN and
+infinities, non-string dict keys, and integers beyond 2**53 - 1 (JavaScript
+would round them). Convert them yourself (``.isoformat()``, ``str()``,
+``list()``) before returning.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+from .errors import UnsupportedValueError
+from .results import Err, ReplayedException, UnexpectedError
+
+MAX_SAFE_INTEGER = 2**53 - 1
+_MAX_DEPTH = 100
+_MAX_STRING_REPRESENTATION = 1000
+_UNDEFINED_CAUSE = {
+    "type": "thrown",
+    "originalType": "undefined",
+    "stringRepresentation": "undefined",
+}
+
+# awaitly's UnexpectedError, as it is stored for a step that threw.
+_UNEXPECTED = {
+    "_tag": "UnexpectedError",
+    "name": "UnexpectedError",
+    "code": "runtime-unexpected",
+    "hint": "An unexpected exception escaped a step. Inspect cause; consider returning "
+    "a typed Result instead of throwing.",
+    "docsUrl": "https://jagreehal.github.io/awaitly/rules/#runtime-unexpected",
+}
+
+
+def check_json(value: Any, where: str) -> Any:
+    """``value`` itself if JSON round-trips it exactly; else :class:`UnsupportedValueError`."""
+    problem = _json_problem(value, "", 0)
+    if problem is not None:
+        path, reason = problem
+        at = f" at {path}" if path else ""
+        raise UnsupportedValueError(
+            f"{where}{at} is {reason}: JSON (and so a resumed run) would not give it back "
+            f"unchanged; convert it first (e.g. str(), .isoformat(), list())"
+        )
+    return value
+
+
+def _json_problem(value: Any, path: str, depth: int) -> tuple[str, str] | None:
+    if depth > _MAX_DEPTH:
+        return path, f"nested deeper than {_MAX_DEPTH} levels"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path, "a string with a lone surrogate (not storable as UTF-8 text)"
+        return None
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        if type(value) is not int:
+            return path, f"a {type(value).__name__} (an int subclass)"
+        if abs(value) > MAX_SAFE_INTEGER:
+            return path, f"the integer {value}, beyond 2**53 - 1"
+        return None
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return path, f"the float {value}"
+        return None
+    if type(value) is list:
+        for i, item in enumerate(value):
+            found = _json_problem(item, f"{path}[{i}]", depth + 1)
+            if found:
+                return found
+        return None
+    if type(value) is dict:
+        for k, item in value.items():
+            if not isinstance(k, str):
+                return f"{path}[{k!r}]", f"a dict key of type {type(k).__name__}"
+            found = _json_problem(item, f"{path}[{k!r}]", depth + 1)
+            if found:
+                return found
+        return None
+    return path, f"a {type(value).__name__}"
+
+
+def success_outcome(value: Any) -> dict[str, Any]:
+    return {"ok": True, "value": value}
+
+
+def returned_failure(err: Err[Any]) -> dict[str, Any]:
+    """A step that returned ``Err(error, cause)``: ``meta.origin`` is ``result``."""
+    return {
+        "ok": False,
+        "error": err.error,
+        "cause": encode_cause(err.cause),
+        "meta": {"origin": "result"},
+    }
+
+
+def raised_failure(exc: BaseException) -> dict[str, Any]:
+    """A step that raised: awaitly's UnexpectedError, the exception as the cause."""
+    return {
+        "ok": False,
+        "error": {**_UNEXPECTED, "message": f"{type(exc).__name__}: {exc}", "cause": {}},
+        "cause": encode_exception(exc),
+        "meta": {"origin": "throw"},
+    }
+
+
+def encode_exception(exc: BaseException, depth: int = 0) -> dict[str, Any]:
+    """awaitly's serialized error: name, message, stack, and the chained cause."""
+    encoded: dict[str, Any] = {"type": "error", "name": type(exc).__name__, "message": str(exc)}
+    stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, chain=False))
+    encoded["stack"] = stack.rstrip("\n")
+    if exc.__cause__ is not None and depth < 10:
+        encoded["cause"] = encode_exception(exc.__cause__, depth + 1)
+    return encoded
+
+
+def encode_cause(cause: Any) -> dict[str, Any]:
+    if cause is None:
+        return dict(_UNDEFINED_CAUSE)
+    if isinstance(cause, BaseException):
+        return encode_exception(cause)
+    text = str(cause)
+    encoded: dict[str, Any] = {"type": "thrown", "originalType": _js_type_name(cause)}
+    encoded["stringRepresentation"] = text[:_MAX_STRING_REPRESENTATION]
+    if _json_problem(cause, "", 0) is None:
+        encoded["value"] = cause
+    if len(text) > _MAX_STRING_REPRESENTATION:
+        encoded["truncated"] = True
+    return encoded
+
+
+def _js_type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "Array"
+    if isinstance(value, dict):
+        return "Object"
+    return type(value).__name__
+
+
+def replay(outcome: dict[str, Any]) -> Any:
+    """A stored outcome as the step returns it: its value, or the ``Err`` to end the run."""
+    if outcome["ok"]:
+        return outcome.get("value")
+    return Err(_replay_error(outcome), decode_cause(outcome.get("cause")))
+
+
+def _replay_error(outcome: dict[str, Any]) -> Any:
+    error = outcome.get("error")
+    if isinstance(error, dict) and error.get("_tag") == "UnexpectedError":
+        message = error.get("message")
+        if not isinstance(message, str):
+            cause = outcome.get("cause")
+            if isinstance(cause, dict) and cause.get("type") == "error":
+                message = f"{cause.get('name')}: {cause.get('message')}"
+            else:
+                message = "a step raised"
+        return UnexpectedError(message)
+    return error
+
+
+def decode_cause(cause: Any) -> Any:
+    """A stored cause as the run returns it: an exception, the thrown value, or None."""
+    if not isinstance(cause, dict):
+        return cause
+    if cause.get("type") == "error":
+        exc = ReplayedException(
+            str(cause.get("name", "Error")), str(cause.get("message", "")), cause.get("stack")
+        )
+        if "cause" in cause:
+            inner = decode_cause(cause["cause"])
+            if isinstance(inner, BaseException):
+                exc.__cause__ = inner
+        return exc
+    if cause.get("type") == "thrown":
+        if cause.get("originalType") == "undefined":
+            return None
+        return cause.get("value", cause.get("stringRepresentation"))
+    return cause
