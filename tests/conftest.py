@@ -155,6 +155,42 @@ def store(make_store: StoreFactory) -> Any:
     return make_store()
 
 
+@pytest.fixture(
+    params=[
+        "memory-sync",
+        "memory-async",
+        "postgresql-sync",
+        "postgresql-async",
+        "sqlite-sync",
+        "sqlite-async",
+    ]
+)
+def durable_env(request: pytest.FixtureRequest, table_name: str, sqlite_url: str) -> Iterator[Any]:
+    """A store of each kind, with the runner of each flavour."""
+    from durable_harness import Env
+
+    from sqlalchemy_awaitly.durable import MemoryStore
+
+    backend, flavour = request.param.split("-")
+    loop = asyncio.new_event_loop()
+    if backend == "memory":
+        memory = MemoryStore()
+        yield Env(backend, flavour, memory, memory, loop)
+        loop.close()
+        return
+    url = request.getfixturevalue("postgres").url if backend == "postgresql" else sqlite_url
+    kind = SQLAlchemyKeyValueStore if flavour == "sync" else AsyncSQLAlchemyKeyValueStore
+    store = kind(url, table_name=table_name)
+    view = SyncView(store, loop)
+    yield Env(backend, flavour, store, view, loop)
+    view.close()
+    loop.close()
+    if backend == "postgresql":
+        engine = create_engine(url)
+        drop_table(engine, table_name)
+        engine.dispose()
+
+
 def raw_rows(engine_url: str, sql: str) -> list[Any]:
     engine = create_engine(engine_url)
     try:
