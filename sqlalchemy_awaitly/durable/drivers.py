@@ -117,8 +117,8 @@ def store_call(kv: Any, request: Request) -> Any:
     raise TypeError(f"not a store request: {request!r}")
 
 
-def _no_engine() -> ConfigurationError:
-    return ConfigurationError(
+def _no_engine() -> DurableUsageError:
+    return DurableUsageError(
         "a transactional step needs a SQLAlchemy store (the in-memory store has no database)"
     )
 

@@ -555,6 +555,8 @@ def step_plan(state: RunState, fn: Callable[..., Any], key: str, session: bool |
     if session is not None:
         try:
             tx = yield Begin(session)
+        except DurableUsageError as e:
+            raise _usage(state, e) from None
         except Exception as e:
             state.emit("persist_error", key, e)
             raise state.end(Err(PersistenceFailed(o.workflow_id, "save", e))) from None
