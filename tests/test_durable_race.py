@@ -1,4 +1,4 @@
-"""Two processes, one workflow id: exactly one runs; a killed holder blocks for one lease at most."""
+"""Two processes, one workflow id: one runs; a killed holder blocks for one lease at most."""
 
 from __future__ import annotations
 
