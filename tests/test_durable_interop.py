@@ -1,0 +1,168 @@
+"""Interop with the real awaitly 1.35.0 on Node.js, through the same PostgreSQL table.
+
+awaitly and pg are installed from npm at test time. ``tests/interop/`` holds
+the same checkout workflow for both runtimes and a small JavaScript store
+over our table (key = prefix + id, value = JSON text, the same lease rows).
+A run started by one runtime and SIGKILLed in its second step is finished
+by the other without repeating its first step; idempotency records are
+honoured both ways.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from sqlalchemy_awaitly import SQLAlchemyKeyValueStore
+
+INTEROP = Path(__file__).resolve().parent / "interop"
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+@pytest.fixture(scope="session")
+def node_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """awaitly@1.35.0 and pg from npm, next to our two JavaScript files."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI needs Node.js and npm for the interop tests")
+        pytest.skip("no Node.js")
+    project = tmp_path_factory.mktemp("awaitly-node")
+    (project / "package.json").write_text('{"private": true, "type": "module"}\n')
+    installed = subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", "awaitly@1.35.0", "pg@8"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert installed.returncode == 0, installed.stderr
+    for script in ("pg_store.mjs", "workflow.mjs"):
+        shutil.copy(INTEROP / script, project / script)
+    return project
+
+
+@pytest.fixture
+def shared(postgres: Any, table_name: str) -> Iterator[dict[str, Any]]:
+    """The state table (made by the Python store) and a table noting who ran which step."""
+    store = SQLAlchemyKeyValueStore(postgres.url, table_name=table_name)
+    store.setup()
+    engine = create_engine(postgres.url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS interop_effects"))
+        conn.execute(
+            text("CREATE TABLE interop_effects (workflow_id text, step text, runtime text)")
+        )
+    plain_url = postgres.url.replace("+psycopg", "")
+    yield {"url": plain_url, "table": table_name, "store": store, "engine": engine}
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE interop_effects"))
+    store.close()
+    engine.dispose()
+
+
+def run_python(config: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(INTEROP / "workflow.py"), json.dumps(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def run_node(project: Path, config: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["node", str(project / "workflow.mjs"), json.dumps(config)],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def answer(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def who_ran(shared: dict[str, Any], workflow_id: str) -> dict[str, list[str]]:
+    with shared["engine"].connect() as conn:
+        rows = conn.execute(
+            text("SELECT step, runtime FROM interop_effects WHERE workflow_id = :id"),
+            {"id": workflow_id},
+        ).all()
+    ran: dict[str, list[str]] = {}
+    for step, runtime in rows:
+        ran.setdefault(step, []).append(runtime)
+    return ran
+
+
+EXPECTED = {
+    "user": {"id": "123", "name": "Alice"},
+    "order": {"id": "order-1", "userId": "123"},
+    "mail": {"to": "Alice", "order": "order-1"},
+}
+
+
+def crash_then_resume(
+    shared: dict[str, Any], first: Any, second: Any, names: tuple[str, str]
+) -> None:
+    workflow_id = f"checkout-{names[0]}-to-{names[1]}"
+    config = {"url": shared["url"], "table": shared["table"], "id": workflow_id}
+    crashed = first({**config, "crashIn": "create-order"})
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    stored = json.loads(shared["store"].get(f"workflow:state:{workflow_id}"))
+    assert list(stored["steps"]) == ["fetch-user"]
+
+    assert answer(second(config)) == {"ok": True, "value": EXPECTED}
+    assert who_ran(shared, workflow_id) == {
+        "fetch-user": [names[0]],  # not run again by the resuming side
+        "create-order": [names[1]],
+        "send-email": [names[1]],
+    }
+    assert shared["store"].get(f"workflow:state:{workflow_id}") is None  # success deleted it
+    assert shared["store"].keys("workflow:lock:*") == []
+
+
+def test_awaitly_resumes_what_python_started(node_project: Path, shared: dict[str, Any]) -> None:
+    crash_then_resume(shared, run_python, lambda c: run_node(node_project, c), ("python", "node"))
+
+
+def test_python_resumes_what_awaitly_started(node_project: Path, shared: dict[str, Any]) -> None:
+    crash_then_resume(shared, lambda c: run_node(node_project, c), run_python, ("node", "python"))
+
+
+@pytest.mark.parametrize("direction", ["python-to-node", "node-to-python"])
+def test_idempotency_records_are_honoured_both_ways(
+    node_project: Path, shared: dict[str, Any], direction: str
+) -> None:
+    runners = {"python": run_python, "node": lambda c: run_node(node_project, c)}
+    first, second = direction.split("-to-")
+    key = f"req-{direction}"
+    config = {
+        "url": shared["url"],
+        "table": shared["table"],
+        "idempotencyKey": key,
+        "input": {"orderId": 9},
+    }
+    assert answer(runners[first]({**config, "id": f"{direction}-a"})) == {
+        "ok": True,
+        "value": EXPECTED,
+    }
+    again = answer(runners[second]({**config, "id": f"{direction}-b"}))
+    assert again == {"ok": True, "value": EXPECTED}
+    assert who_ran(shared, f"{direction}-b") == {}  # answered from the record, nothing ran
+    record = json.loads(shared["store"].get(f"workflow:state:idem:{key}"))
+    assert record["execution"]["status"] == "completed"
+    assert record["metadata"]["finalResult"] == {"ok": True, "value": EXPECTED}
