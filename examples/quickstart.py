@@ -1,8 +1,9 @@
-"""The seed's Quick Start, store side: checkpoint a checkout workflow and resume it.
+"""The seed's Quick Start with durable.run: a checkout that fails half-way, then resumes.
 
 Runs on a SQLite file by default; set DATABASE_URL (or pass a URL as the first
-argument) to use PostgreSQL. The durable runner itself (``durable.run``) is
-built on exactly these calls.
+argument) to use PostgreSQL. The first run fetches the user, then creating
+the order fails; after the cause is fixed and the stored failure cleared, the
+second run resumes: the user is not fetched again.
 """
 
 from __future__ import annotations
@@ -10,58 +11,55 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from datetime import datetime, timezone
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy_awaitly import create_postgres_persistence
+from sqlalchemy_awaitly import create_postgres_persistence, durable
+from sqlalchemy_awaitly.durable import Err
+
+calls: list[str] = []
+in_stock = False
 
 
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def fetch_user(user_id: str) -> dict[str, Any]:
+    calls.append("fetch-user")
+    return {"id": user_id, "name": "Alice"}
 
 
-def snapshot(run_id: str, steps: dict[str, Any], current: str) -> dict[str, Any]:
-    return {
-        "formatVersion": 1,
-        "workflowName": run_id,
-        "steps": steps,
-        "execution": {"status": "running", "lastUpdated": now(), "currentStepId": current},
-        "metadata": {"version": 1, "lastStepKey": current},
-    }
+def create_order(user: dict[str, Any]) -> Any:
+    calls.append("create-order")
+    if not in_stock:
+        return Err("OUT_OF_STOCK")
+    return {"id": "order-1", "userId": user["id"]}
+
+
+def checkout(step: Any, deps: Any) -> Any:
+    user = step(lambda: deps.fetch_user("123"), key="fetch-user")
+    order = step(lambda: deps.create_order(user), key="create-order")
+    return order
 
 
 def main() -> int:
+    global in_stock
     default = f"sqlite:///{os.path.join(tempfile.gettempdir(), 'awaitly-quickstart.db')}"
     url = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("DATABASE_URL", default)
-    persistence = create_postgres_persistence(url)
-    run_id = "checkout-123"
+    store = create_postgres_persistence(url)
+    deps = SimpleNamespace(fetch_user=fetch_user, create_order=create_order)
     try:
-        persistence.delete(run_id)
-        # First run: fetch-user completes and is checkpointed, then the process "crashes".
-        steps: dict[str, Any] = {
-            "fetch-user": {"ok": True, "value": {"id": "123", "name": "Alice"}}
-        }
-        persistence.save(run_id, snapshot(run_id, steps, "fetch-user"))
-        print(f"saved after fetch-user; pending runs: {persistence.list()}")
+        durable.delete_state(store, "checkout-123")
+        first = durable.run(deps, checkout, id="checkout-123", store=store)
+        pending = [run.id for run in durable.list_pending(store)]
+        print(f"first run: {first}; ran {calls}; pending runs: {pending}")
 
-        # Second run: load the checkpoint, skip what is stored, run the rest.
-        stored = persistence.load(run_id)
-        assert stored is not None
-        done = list(stored["steps"])
-        print(f"resumed {run_id}: already done {done}, not run again")
-        user = stored["steps"]["fetch-user"]["value"]
-        stored["steps"]["create-order"] = {
-            "ok": True,
-            "value": {"id": "order-1", "userId": user["id"]},
-        }
-        persistence.save(run_id, snapshot(run_id, stored["steps"], "create-order"))
-        order = persistence.load(run_id)["steps"]["create-order"]["value"]  # type: ignore[index]
-        persistence.delete(run_id)  # success: the row goes, as awaitly does
-        pending = persistence.list()
-        print(f"completed: order {order['id']} for user {order['userId']}; pending: {pending}")
+        in_stock = True
+        calls.clear()
+        durable.retry_step(store, "checkout-123")  # clear the stored failure
+        second = durable.run(deps, checkout, id="checkout-123", store=store)
+        print(f"resumed: {second}; ran {calls} (fetch-user was not run again)")
+        assert second.ok and calls == ["create-order"], "a stored step ran again"
         return 0
     finally:
-        persistence.close()
+        store.close()
 
 
 if __name__ == "__main__":
