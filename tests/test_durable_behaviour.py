@@ -19,6 +19,7 @@ from sqlalchemy_awaitly.durable import (
     ConcurrentExecution,
     CorruptState,
     DuplicateStepKeyError,
+    DurableUsageError,
     Err,
     IdempotencyConflict,
     Migrated,
@@ -372,27 +373,38 @@ def test_the_lease_is_released_after_every_run(durable_env: Env) -> None:
 
 
 def test_a_lost_lease_stops_the_run_and_keeps_the_row(durable_env: Env) -> None:
+    """Another owner takes the lease mid-step; the heartbeat (every 0.2 s) sees it."""
+    import asyncio
+    import time
+
     calls = Calls()
+    thief = '{"ownerToken":"thief"}'
 
-    def steal() -> Any:
+    def steal_sync() -> Any:
         calls.ran.append("a")
-        durable_env.kv.set("workflow:lock:stolen", '{"ownerToken":"thief"}', 60)
-        import time
-
-        time.sleep(0.5)  # a heartbeat at 0.2 s finds the lease gone
+        durable_env.kv.set("workflow:lock:stolen", thief, 60)
+        time.sleep(0.5)
         return 1
+
+    async def steal_async() -> Any:  # the event loop must stay free for the heartbeat
+        calls.ran.append("a")
+        written = durable_env.store.set("workflow:lock:stolen", thief, 60)
+        if written is not None:
+            await written
+        await asyncio.sleep(0.5)
+        return 1
+
+    steal = steal_sync if durable_env.flavour == "sync" else steal_async
 
     def body(deps: Any) -> Any:
         yield "a", steal
         yield "b", calls("b", 2)
 
-    if durable_env.flavour == "async":
-        pytest.skip("the asyncio heartbeat cannot run while a sync step blocks the loop")
     result = durable_env.run(body, id="stolen", lease_ttl=0.6, heartbeat_interval=0.2)
     assert isinstance(result, Err) and result.error.type == "LEASE_EXPIRED"
     assert calls.ran == ["a"]
     assert durable_env.row("stolen") is not None
-    assert durable_env.kv.get("workflow:lock:stolen") == '{"ownerToken":"thief"}'
+    assert durable_env.kv.get("workflow:lock:stolen") == thief
 
 
 def test_the_heartbeat_keeps_a_long_step_s_lease(durable_env: Env) -> None:
@@ -581,3 +593,16 @@ def test_metadata_is_merged_and_unknown_keys_kept(durable_env: Env) -> None:
         "tenant": "acme",
     }
     assert stored["workflowName"] == "meta"
+
+
+def test_the_memory_store_has_no_transactions(durable_env: Env) -> None:
+    from durable_harness import Tx
+
+    if durable_env.backend != "memory":
+        return  # the database stores: tests/test_durable_transactions.py
+
+    def body(deps: Any) -> Any:
+        yield Tx("charge", lambda conn: None)
+
+    with pytest.raises(DurableUsageError, match="needs a SQLAlchemy store"):
+        durable_env.run(body, id="tx-mem")

@@ -12,7 +12,7 @@ import pytest
 from durable_harness import Env, Tx
 from sqlalchemy import Column, Integer, MetaData, Table, Text, create_engine, func, insert, select
 
-from sqlalchemy_awaitly.durable import DurableUsageError, Err, Ok
+from sqlalchemy_awaitly.durable import Err, Ok
 
 effects = Table(
     "durable_effects",
@@ -22,10 +22,15 @@ effects = Table(
 )
 
 
+pytestmark = pytest.mark.parametrize(
+    "durable_env",
+    ["postgresql-sync", "postgresql-async", "sqlite-sync", "sqlite-async"],
+    indirect=True,
+)
+
+
 @pytest.fixture
 def env(durable_env: Env) -> Any:
-    if durable_env.backend == "memory":
-        pytest.skip("transactions need a database")
     url = str(durable_env.store.engine.url.render_as_string(hide_password=False))
     url = url.replace("+aiosqlite", "").replace("+psycopg", "+psycopg")
     engine = create_engine(url)
@@ -128,14 +133,3 @@ def test_an_interrupt_rolls_back_and_records_nothing(env: Any) -> None:
 
     assert env.run(fixed, id="tx-5") == Ok("charge")
     assert effect_count(env) == 1
-
-
-def test_the_memory_store_has_no_transactions(durable_env: Env) -> None:
-    if durable_env.backend != "memory":
-        pytest.skip("memory only")
-
-    def body(deps: Any) -> Any:
-        yield Tx("charge", write("charge"))
-
-    with pytest.raises(DurableUsageError, match="needs a SQLAlchemy store"):
-        durable_env.run(body, id="tx-mem")
