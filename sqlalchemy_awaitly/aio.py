@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -196,12 +196,16 @@ class AsyncSQLAlchemyKeyValueStore:
     ) -> int:
         return await self._run(self._calls.delete_many(keys), connection)
 
-    async def purge_expired(self, batch_size: int = 1000) -> int:
+    async def purge_expired(
+        self, batch_size: int = 1000, *, on_batch: Callable[[int], object] | None = None
+    ) -> int:
         call = self._calls.purge_batch(batch_size)
         total = 0
         while True:
             removed = await self._run(call, None)
             total += removed
+            if on_batch is not None:
+                on_batch(total)
             if removed < batch_size:
                 return total
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -193,13 +193,20 @@ class SQLAlchemyKeyValueStore:
         """Remove ``keys`` in one statement; returns how many live rows went."""
         return self._run(self._calls.delete_many(keys), connection)
 
-    def purge_expired(self, batch_size: int = 1000) -> int:
-        """Delete expired rows, ``batch_size`` per statement (short locks, bounded WAL)."""
+    def purge_expired(
+        self, batch_size: int = 1000, *, on_batch: Callable[[int], object] | None = None
+    ) -> int:
+        """Delete expired rows, ``batch_size`` per statement (short locks, bounded WAL).
+
+        ``on_batch`` is called with the running total after each statement.
+        """
         call = self._calls.purge_batch(batch_size)
         total = 0
         while True:
             removed = self._run(call, None)
             total += removed
+            if on_batch is not None:
+                on_batch(total)
             if removed < batch_size:
                 return total
 

@@ -1,0 +1,5 @@
+"""``python -m sqlalchemy_awaitly``: the command line (see ``sqlalchemy-awaitly --help``)."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,238 @@
+"""``sqlalchemy-awaitly``: the demo, and operator commands for any database URL.
+
+Imported only by the console script and ``python -m sqlalchemy_awaitly``;
+``import sqlalchemy_awaitly`` never loads click.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlalchemy.engine import make_url
+
+from .. import durable
+from ..persistence import DEFAULT_PREFIX, StatePersistence
+from ..schema import DEFAULT_TABLE_NAME
+from ..snapshot import decode_state
+from ..store import SQLAlchemyKeyValueStore
+from .errors import BAD_INPUT, NOT_FOUND, Failure, explained
+
+URL_HELP = "SQLAlchemy URL of the database (default: $DATABASE_URL)"
+
+
+def database_options(command: Any) -> Any:
+    """--url, --table, --schema and --key-prefix, shared by the operator commands."""
+    for option in reversed(
+        [
+            click.option("--url", envvar="DATABASE_URL", help=URL_HELP),
+            click.option("--table", default=DEFAULT_TABLE_NAME, show_default=True),
+            click.option("--schema", default=None, help="PostgreSQL schema of the table"),
+            click.option(
+                "--key-prefix", default=DEFAULT_PREFIX, show_default=True,
+                help="prefix of workflow state keys",
+            ),
+        ]
+    ):  # fmt: skip
+        command = option(command)
+    return command
+
+
+@contextmanager
+def opened(
+    url: str | None, table: str, schema: str | None, key_prefix: str
+) -> Iterator[StatePersistence]:
+    """The state of an existing table: no DDL, and a missing SQLite file is an error."""
+    if not url:
+        raise Failure("no database: pass --url or set DATABASE_URL", BAD_INPUT)
+    with explained(url):
+        _refuse_missing_sqlite_file(url)
+        store = SQLAlchemyKeyValueStore(url, table_name=table, schema=schema, create_table=False)
+        try:
+            store.setup()
+            yield StatePersistence(store, key_prefix)
+        finally:
+            store.close()
+
+
+def _refuse_missing_sqlite_file(url: str) -> None:
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return  # the store says why
+    path = parsed.database
+    sqlite_file = parsed.get_backend_name() == "sqlite" and path not in (None, "", ":memory:")
+    if sqlite_file and not Path(str(path)).exists():  # connecting would create an empty one
+        raise Failure(f"no SQLite database at {path}", BAD_INPUT)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Durable-workflow state in your SQLAlchemy database: a demo, and operator commands.
+
+    Exit codes: 0 done; 1 not found (an unknown id, nothing to retry, a
+    corrupt row) or the demo's story failed; 2 bad input (a bad URL or
+    option); 3 the database cannot be reached; 4 the table is missing or not
+    as the model says.
+    """
+
+
+@main.command("list")
+@database_options
+@click.option("--prefix", default="", help="only workflow ids starting with this")
+@click.option("--limit", type=click.IntRange(min=0), default=None)
+@click.option("--json", "as_json", is_flag=True, help="one JSON array, for scripts")
+def list_command(
+    url: str | None,
+    table: str,
+    schema: str | None,
+    key_prefix: str,
+    prefix: str,
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """Pending workflows (running, crashed or failed), newest first."""
+    with opened(url, table, schema, key_prefix) as state, explained(url):
+        runs = durable.list_pending(state, prefix=prefix, limit=limit)
+    if as_json:
+        click.echo(json.dumps([run.__dict__ for run in runs], indent=2))
+        return
+    if not runs:
+        click.echo(f"no pending workflows under {key_prefix}{prefix}*")
+        return
+    rows = [("ID", "STEPS", "STATUS", "LAST UPDATE")]
+    for run in runs:
+        status = run.status or "?"
+        if run.corrupt:
+            status = f"corrupt: {run.corrupt}"
+        elif run.failed_step:
+            status = f"failed at {run.failed_step}"
+        rows.append((run.id, str(run.steps), status, run.last_updated or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        click.echo(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}")
+
+
+@main.command()
+@database_options
+@click.argument("workflow_id")
+def show(
+    url: str | None, table: str, schema: str | None, key_prefix: str, workflow_id: str
+) -> None:
+    """The stored snapshot of WORKFLOW_ID, pretty-printed."""
+    with opened(url, table, schema, key_prefix) as state, explained(url):
+        raw = state.load_raw(workflow_id)
+        if raw is None:
+            raise Failure(f"no stored workflow {workflow_id!r} under {key_prefix}", NOT_FOUND)
+        snapshot = decode_state(state.key(workflow_id), raw)
+    click.echo(json.dumps(snapshot, indent=2, ensure_ascii=False))
+
+
+@main.command()
+@database_options
+@click.argument("workflow_ids", nargs=-1, required=True)
+def delete(
+    url: str | None, table: str, schema: str | None, key_prefix: str, workflow_ids: tuple[str, ...]
+) -> None:
+    """Forget the stored state of each WORKFLOW_ID (the next run starts over)."""
+    missing = []
+    with opened(url, table, schema, key_prefix) as state, explained(url):
+        for workflow_id in workflow_ids:
+            if durable.delete_state(state, workflow_id):
+                click.echo(f"deleted {workflow_id}")
+            else:
+                missing.append(workflow_id)
+    if missing:
+        raise Failure(f"no stored workflow: {', '.join(missing)}", NOT_FOUND)
+
+
+@main.command()
+@database_options
+@click.argument("workflow_id")
+@click.option("--step", "step_key", default=None, help="only this step (default: every failed one)")
+def retry(
+    url: str | None,
+    table: str,
+    schema: str | None,
+    key_prefix: str,
+    workflow_id: str,
+    step_key: str | None,
+) -> None:
+    """Clear WORKFLOW_ID's stored failure, so its next run executes that step again."""
+    with opened(url, table, schema, key_prefix) as state, explained(url):
+        if state.load_raw(workflow_id) is None:
+            raise Failure(f"no stored workflow {workflow_id!r} under {key_prefix}", NOT_FOUND)
+        cleared = durable.retry_step(state, workflow_id, step_key)
+    if not cleared:
+        which = f"step {step_key!r}" if step_key else "any step"
+        raise Failure(f"{workflow_id}: no stored failure of {which}", NOT_FOUND)
+    click.echo(f"{workflow_id}: cleared {', '.join(cleared)}; the next run executes it again")
+
+
+@main.command("purge-expired")
+@database_options
+@click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True)
+def purge_expired(
+    url: str | None, table: str, schema: str | None, key_prefix: str, batch_size: int
+) -> None:
+    """Delete expired rows in batches (a progress line on a terminal)."""
+    tty = sys.stderr.isatty()
+
+    def progress(total: int) -> None:
+        if tty:
+            click.echo(f"\rpurged {total:,} ...", nl=False, err=True)
+
+    with opened(url, table, schema, key_prefix) as state, explained(url):
+        total = state.store.purge_expired(batch_size, on_batch=progress)
+    if tty:
+        click.echo("\r", nl=False, err=True)
+    click.echo(f"purged {total:,} expired rows")
+
+
+@main.command()
+@database_options
+def stats(url: str | None, table: str, schema: str | None, key_prefix: str) -> None:
+    """Rows, expired rows, and (on PostgreSQL) table and index sizes."""
+    with opened(url, table, schema, key_prefix) as state, explained(url):
+        found = state.store.stats()
+    click.echo(f"rows          {found.rows:,}")
+    click.echo(f"expired rows  {found.expired_rows:,}")
+    for label, value in (
+        ("total size", found.total_bytes),
+        ("table size", found.table_bytes),
+        ("index size", found.index_bytes),
+    ):
+        if value is not None:
+            click.echo(f"{label:<13} {_size(value)}")
+
+
+def _size(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1024
+    raise AssertionError
+
+
+@main.command()
+@click.option("--url", envvar="DATABASE_URL", help=URL_HELP)
+def migrate(url: str | None) -> None:
+    """Create or upgrade the table with the packaged Alembic revisions."""
+    from .migrate import upgrade
+
+    if not url:
+        raise Failure("no database: pass --url or set DATABASE_URL", BAD_INPUT)
+    with explained(url):
+        click.echo(upgrade(url))
+
+
+from .demo import demo, demo_worker  # noqa: E402  (registers the demo commands)
+
+main.add_command(demo)
+main.add_command(demo_worker)

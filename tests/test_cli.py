@@ -1,0 +1,187 @@
+"""The command line, run as a user runs it (a subprocess), on SQLite and PostgreSQL.
+
+What a command claims is checked in the database, not only in its output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from sqlalchemy_awaitly import SQLAlchemyKeyValueStore, durable
+from sqlalchemy_awaitly.durable import Err
+
+SCRIPT = Path(sys.executable).parent / "sqlalchemy-awaitly"
+STATE_OF = "SELECT value FROM awaitly_workflow_state WHERE key = :key"
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | (env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "sqlalchemy_awaitly", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with nothing in it yet (PostgreSQL: a fresh database)."""
+    if request.param == "sqlite":
+        sqlite3.connect(tmp_path / "cli.db").close()  # an empty database file
+        yield f"sqlite:///{tmp_path / 'cli.db'}"
+        return
+    from databases import empty_postgres_database
+
+    with empty_postgres_database(request.getfixturevalue("postgres").url) as fresh:
+        yield fresh
+
+
+def rows(url: str, sql: str, **params: Any) -> list[Any]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(text(sql), params).all())
+    finally:
+        engine.dispose()
+
+
+def test_demo_tells_the_story_and_the_database_agrees(url: str) -> None:
+    done = cli("demo", "--url", url, "--workflow-id", "checkout-test")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "The story held" in done.stdout
+    found = rows(
+        url, "SELECT step, pid FROM awaitly_demo_effects WHERE workflow_id = 'checkout-test'"
+    )
+    steps = [step for step, _ in found]
+    assert sorted(steps) == sorted(
+        ["fetch-user", "reserve-stock", "charge-card", "create-order", "send-confirmation"]
+    )  # every step's side effect exactly once
+    pids = {step: pid for step, pid in found}
+    crashed, resumed = pids["fetch-user"], pids["send-confirmation"]
+    assert crashed != resumed
+    assert pids["charge-card"] == crashed and pids["create-order"] == resumed
+    assert rows(url, "SELECT key FROM awaitly_workflow_state") == []  # finished: state gone
+
+
+def test_demo_fails_when_a_checkpointed_step_ran_again(url: str) -> None:
+    # The demo counts side effects in the database; one extra for a step that
+    # will be checkpointed before the crash must make it fail.
+    assert cli("migrate", "--url", url).returncode == 0
+    from sqlalchemy_awaitly.cli.demo import effects
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        effects.create(conn)
+        conn.execute(
+            effects.insert().values(workflow_id="checkout-doubled", step="fetch-user", pid=1)
+        )
+    engine.dispose()
+    done = cli("demo", "--url", url, "--workflow-id", "checkout-doubled")
+    assert done.returncode == 1
+    assert "did not hold" in done.stderr and "fetch-user" in done.stderr
+
+
+def failed_run(url: str, workflow_id: str) -> None:
+    store = SQLAlchemyKeyValueStore(url)
+    try:
+
+        def checkout(step: Any, deps: Any) -> Any:
+            step(lambda: {"id": "123"}, key="fetch-user")
+            step(lambda: Err("OUT_OF_STOCK"), key="create-order")
+
+        durable.run(None, checkout, id=workflow_id, store=store)
+    finally:
+        store.close()
+
+
+def test_operator_commands(url: str) -> None:
+    assert cli("list", "--url", url).returncode == 4  # no table yet
+    migrated = cli("migrate", "--url", url)
+    assert migrated.returncode == 0, migrated.stderr
+    assert cli("migrate", "--url", url).returncode == 0  # again: nothing to do
+    failed_run(url, "order-1")
+    time.sleep(0.01)
+    failed_run(url, "order-2")
+    failed_run(url, "invoice-1")
+
+    listed = cli("list", "--url", url)
+    assert listed.returncode == 0
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["ID", "STEPS", "STATUS", "LAST", "UPDATE"]
+    assert [line.split()[0] for line in lines[1:]] == ["invoice-1", "order-2", "order-1"]
+    assert "failed at create-order" in lines[1]
+    as_json = json.loads(cli("list", "--url", url, "--json", "--prefix", "order-").stdout)
+    assert [run["id"] for run in as_json] == ["order-2", "order-1"]
+    assert as_json[0]["steps"] == 2 and as_json[0]["failed_step"] == "create-order"
+    assert len(json.loads(cli("list", "--url", url, "--json", "--limit", "1").stdout)) == 1
+
+    shown = cli("show", "order-1", "--url", url)
+    assert shown.returncode == 0
+    stored = rows(
+        url, "SELECT value FROM awaitly_workflow_state WHERE key = :k", k="workflow:state:order-1"
+    )
+    assert json.loads(shown.stdout) == json.loads(stored[0][0])
+    assert cli("show", "missing", "--url", url).returncode == 1
+
+    retried = cli("retry", "order-1", "--url", url)
+    assert retried.returncode == 0, retried.stderr
+    value = rows(
+        url, "SELECT value FROM awaitly_workflow_state WHERE key = :k", k="workflow:state:order-1"
+    )
+    assert list(json.loads(value[0][0])["steps"]) == ["fetch-user"]
+    assert cli("retry", "order-1", "--url", url).returncode == 1  # nothing left to retry
+    assert cli("retry", "missing", "--url", url).returncode == 1
+
+    deleted = cli("delete", "order-1", "order-2", "--url", url)
+    assert deleted.returncode == 0
+    assert cli("delete", "order-1", "--url", url).returncode == 1
+    keys = [k for (k,) in rows(url, "SELECT key FROM awaitly_workflow_state")]
+    assert keys == ["workflow:state:invoice-1"]
+
+    store = SQLAlchemyKeyValueStore(url, create_table=False)
+    store.set_many({f"session:{i}": "x" for i in range(25)}, ttl=0.5)
+    store.close()
+    time.sleep(1.2)
+    stats = cli("stats", "--url", url)
+    assert stats.returncode == 0 and "expired rows  25" in stats.stdout
+    purged = cli("purge-expired", "--url", url, "--batch-size", "10")
+    assert purged.returncode == 0 and "purged 25 expired rows" in purged.stdout
+    assert rows(url, "SELECT count(*) FROM awaitly_workflow_state")[0][0] == 1
+
+
+def test_bad_urls_and_unreachable_servers(tmp_path: Path) -> None:
+    assert cli("list").returncode == 2  # no URL at all
+    assert cli("list", "--url", "not a url").returncode == 2
+    assert cli("list", "--url", "mysql://u@h/db").returncode == 2
+    missing = cli("list", "--url", f"sqlite:///{tmp_path / 'missing.db'}")
+    assert missing.returncode == 2 and "no SQLite database" in missing.stderr
+    assert not (tmp_path / "missing.db").exists()  # and none was created
+    down = cli("list", "--url", "postgresql://nobody@127.0.0.1:9/none")
+    assert down.returncode == 3 and "cannot reach the database" in down.stderr
+    assert cli("list", env={"DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}).returncode == 2
+
+
+def test_console_script_and_help() -> None:
+    done = subprocess.run([str(SCRIPT), "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "Exit codes" in done.stdout
+
+
+def test_importing_the_library_does_not_load_the_cli() -> None:
+    probe = (
+        "import sys, sqlalchemy_awaitly, sqlalchemy_awaitly.durable; print('click' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.stdout.strip() == "False"
