@@ -154,6 +154,34 @@ class AsyncSQLAlchemyKeyValueStore:
     ) -> bool:
         return await self._run(self._calls.add(key, value, ttl), connection)
 
+    async def set_guarded(
+        self,
+        key: str,
+        value: str,
+        ttl: float | None = None,
+        *,
+        guard_key: str,
+        guard_value: str,
+        connection: AsyncTransaction | None = None,
+    ) -> bool:
+        call = self._calls.set_guarded(key, value, ttl, guard_key, guard_value)
+        return await self._run(call, connection)
+
+    async def delete_guarded(
+        self,
+        key: str,
+        *,
+        guard_key: str,
+        guard_value: str,
+        connection: AsyncTransaction | None = None,
+    ) -> bool:
+        return await self._run(self._calls.delete_guarded(key, guard_key, guard_value), connection)
+
+    async def release_idle(self) -> None:
+        runner = self._runner
+        if runner is not None:
+            await runner.release_idle()
+
     async def touch(
         self,
         key: str,

@@ -105,6 +105,27 @@ class Calls:
             return Call("delete", {"key": key}, _first_flag)
         return Call("delete_if", {"key": key, "value": check_value(key, if_value)}, _first_flag)
 
+    def set_guarded(
+        self, key: str, value: str, ttl: float | None, guard_key: str, guard_value: str
+    ) -> Call[bool]:
+        key = check_key(key)
+        params = {
+            "key": key,
+            "value": check_value(key, value),
+            "ttl": check_ttl(ttl),
+            "guard_key": check_key(guard_key),
+            "guard_value": check_value(guard_key, guard_value),
+        }
+        return Call("set_guarded", params, _any_row)
+
+    def delete_guarded(self, key: str, guard_key: str, guard_value: str) -> Call[bool]:
+        params = {
+            "key": check_key(key),
+            "guard_key": check_key(guard_key),
+            "guard_value": check_value(guard_key, guard_value),
+        }
+        return Call("delete_guarded", params, _any_row)
+
     def add(self, key: str, value: str, ttl: float | None) -> Call[bool]:
         key = check_key(key)
         params = {"key": key, "value": check_value(key, value), "ttl": check_ttl(ttl)}

@@ -148,6 +148,11 @@ class PsycopgRunner:
         for fairy in self._idle.drain():
             fairy.close()
 
+    def release_idle(self) -> None:
+        """Give the kept connections back to the pool, but go on keeping later ones."""
+        for fairy in self._idle.take_all():
+            fairy.close()
+
     def run(self, op: Op, params: Mapping[str, Any]) -> Outcome:
         compiled = self._compiled[op]
         args = _psycopg_params(compiled, params)
@@ -203,6 +208,10 @@ class AsyncPsycopgRunner:
         except Exception as e:
             raise unavailable(e) from e
 
+    async def release_idle(self) -> None:
+        for fairy in self._idle.take_all():
+            await greenlet_spawn(fairy.close)
+
     async def close(self) -> None:
         for fairy in self._idle.drain():
             await greenlet_spawn(fairy.close)
@@ -246,6 +255,9 @@ class EngineRunner:
     def close(self) -> None:
         """Nothing to give back: every call returns its connection."""
 
+    def release_idle(self) -> None:
+        """Nothing is kept."""
+
     def run(self, op: Op, params: Mapping[str, Any]) -> Outcome:
         try:
             conn = self._engine.connect()
@@ -264,6 +276,9 @@ class AsyncEngineRunner:
 
     async def close(self) -> None:
         """Nothing to give back: every call returns its connection."""
+
+    async def release_idle(self) -> None:
+        """Nothing is kept."""
 
     async def run(self, op: Op, params: Mapping[str, Any]) -> Outcome:
         conn = self._engine.connect()

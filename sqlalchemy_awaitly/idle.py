@@ -96,6 +96,15 @@ class IdleConnections:
             return False
         return True
 
+    def take_all(self) -> list[PoolProxiedConnection]:
+        """Every kept connection, for the caller to close (give back to the pool)."""
+        taken: list[PoolProxiedConnection] = []
+        while True:
+            fairy = self.take()
+            if fairy is None:
+                return taken
+            taken.append(fairy)
+
     def drain(self) -> list[PoolProxiedConnection]:
         """Stop keeping connections; return the kept ones, for the caller to close."""
         self._closed = True

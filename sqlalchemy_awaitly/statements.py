@@ -29,7 +29,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import Executable, Select
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,6 +110,32 @@ class Statements:
         self.delete_if = Op(
             "delete_if",
             delete(table).where(t.key == key, t.value == value).returning(was_live),
+            True,
+        )
+        # Fenced writes: only while another row (a lease) still holds its
+        # owner's value, checked in the same statement. On PostgreSQL the lease
+        # row is share-locked until the write commits, so it cannot change hands
+        # in between; SQLite runs one writer at a time anyway.
+        lease = table.alias("lease")
+        holding: Select[Any] = select(literal_column("1")).where(
+            lease.c.key == bindparam("guard_key", type_=Text),
+            lease.c.value == bindparam("guard_value", type_=Text),
+            or_(lease.c.expires_at.is_(None), lease.c.expires_at > now),
+        )
+        if self.is_postgresql:
+            holding = holding.with_for_update(read=True)
+        held = holding.exists()
+        guarded_rows = select(key, value, expiry).where(held)
+        self.set_guarded = Op(
+            "set_guarded",
+            self._on_conflict_update(
+                self._insert().from_select(["key", "value", "expires_at"], guarded_rows)
+            ).returning(t.key),
+            True,
+        )
+        self.delete_guarded = Op(
+            "delete_guarded",
+            delete(table).where(t.key == key, held).returning(literal_column("1")),
             True,
         )
 

@@ -151,6 +151,40 @@ class SQLAlchemyKeyValueStore:
         """Store ``value`` unless a live row holds ``key``; True if stored. One statement."""
         return self._run(self._calls.add(key, value, ttl), connection)
 
+    def set_guarded(
+        self,
+        key: str,
+        value: str,
+        ttl: float | None = None,
+        *,
+        guard_key: str,
+        guard_value: str,
+        connection: Transaction | None = None,
+    ) -> bool:
+        """``set``, but only while ``guard_key`` (a lease) holds ``guard_value``; True if set.
+
+        One statement, so a lease that changed hands (a stale owner) writes nothing.
+        """
+        call = self._calls.set_guarded(key, value, ttl, guard_key, guard_value)
+        return self._run(call, connection)
+
+    def delete_guarded(
+        self,
+        key: str,
+        *,
+        guard_key: str,
+        guard_value: str,
+        connection: Transaction | None = None,
+    ) -> bool:
+        """``delete``, but only while ``guard_key`` holds ``guard_value``; True if a row went."""
+        return self._run(self._calls.delete_guarded(key, guard_key, guard_value), connection)
+
+    def release_idle(self) -> None:
+        """Give the connections kept between calls back to the pool (for other work)."""
+        runner = self._runner
+        if runner is not None:
+            runner.release_idle()
+
     def touch(
         self,
         key: str,

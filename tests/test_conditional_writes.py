@@ -75,3 +75,18 @@ def test_concurrent_adds_have_exactly_one_winner(postgres: Any, table_name: str)
     engine = create_engine(postgres.url)
     drop_table(engine, table_name)
     engine.dispose()
+
+
+def test_guarded_writes_happen_only_while_the_lease_is_held(store: Any) -> None:
+    store.add("lock:g", "owner-1", ttl=60)
+    assert store.set_guarded("state:g", "v1", guard_key="lock:g", guard_value="owner-1")
+    assert store.get("state:g") == "v1"
+    assert not store.set_guarded("state:g", "v2", guard_key="lock:g", guard_value="owner-2")
+    assert not store.delete_guarded("state:g", guard_key="lock:g", guard_value="owner-2")
+    assert store.get("state:g") == "v1"
+    assert store.delete_guarded("state:g", guard_key="lock:g", guard_value="owner-1")
+    assert store.get("state:g") is None
+    store.add("lock:h", "owner-1", ttl=0.5)
+    time.sleep(TTL_SLEEP)  # the lease expired: its old owner writes nothing
+    assert not store.set_guarded("state:h", "v", guard_key="lock:h", guard_value="owner-1")
+    assert store.get("state:h") is None

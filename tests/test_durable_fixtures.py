@@ -34,12 +34,32 @@ class RecordingStore(MemoryStore):
         super().__init__()
         self.calls: list[dict[str, Any]] = []
 
-    def set(self, key: str, value: str, ttl: float | None = None) -> None:
+    def _saved(self, key: str, value: str) -> None:
         if key.startswith(PREFIX):
             self.calls.append(
                 {"op": "save", "id": key[len(PREFIX) :], "snapshot": json.loads(value)}
             )
+
+    def set(self, key: str, value: str, ttl: float | None = None) -> None:
+        self._saved(key, value)
         super().set(key, value, ttl)
+
+    def add(self, key: str, value: str, ttl: float | None = None) -> bool:
+        added = super().add(key, value, ttl)
+        if added:
+            self._saved(key, value)
+        return added
+
+    def set_guarded(self, key: str, value: str, ttl: float | None = None, **guard: str) -> bool:
+        done = super().set_guarded(key, value, ttl, **guard)
+        if done:
+            self._saved(key, value)
+        return done
+
+    def delete_guarded(self, key: str, **guard: str) -> bool:
+        if key.startswith(PREFIX):
+            self.calls.append({"op": "delete", "id": key[len(PREFIX) :]})
+        return super().delete_guarded(key, **guard)
 
     def delete(self, key: str, *, if_value: str | None = None) -> bool:
         if key.startswith(PREFIX) and if_value is None:

@@ -96,6 +96,8 @@ def _options(backend: Any, deps: Any, given: dict[str, Any]) -> RunOptions:
     version = given["version"]
     if isinstance(version, bool) or not isinstance(version, (int, float)):
         raise TypeError(f"version must be a number, got {type(version).__name__}")
+    if not math.isfinite(version):
+        raise InvalidInputError(f"version must be finite, got {version!r}")
     lease_ttl = _seconds(given["lease_ttl"], "lease_ttl")
     assert lease_ttl is not None
     interval = _seconds(given["heartbeat_interval"], "heartbeat_interval") or lease_ttl / 3
@@ -107,10 +109,16 @@ def _options(backend: Any, deps: Any, given: dict[str, Any]) -> RunOptions:
     metadata = dict(given["metadata"] or {})
     check_json(metadata, "metadata")
     check_json(given["input"], "input")
+    prefix, lock_prefix = check_pattern(backend.prefix), check_pattern(given["lock_prefix"])
+    if prefix.startswith(lock_prefix) or lock_prefix.startswith(prefix):
+        raise InvalidInputError(
+            f"the state prefix {prefix!r} and the lock prefix {lock_prefix!r} overlap: "
+            "leases would be listed and cleared as workflow state"
+        )
     return RunOptions(
         workflow_id=workflow_id,
-        prefix=check_pattern(backend.prefix),
-        lock_prefix=check_pattern(given["lock_prefix"]),
+        prefix=prefix,
+        lock_prefix=lock_prefix,
         guard_scope=(backend.scope, backend.prefix),
         deps=deps,
         version=version,

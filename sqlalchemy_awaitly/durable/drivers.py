@@ -7,6 +7,7 @@ request is decided once, in :func:`store_call`.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import inspect
 import threading
@@ -97,11 +98,23 @@ def store_call(kv: Any, request: Request) -> Any:
     if isinstance(request, Load):
         return kv.get(request.key)
     if isinstance(request, Save):
-        if request.tx is None:
-            return kv.set(request.key, request.text, request.ttl)
-        return kv.set(request.key, request.text, request.ttl, connection=request.tx.connection)
+        where = {} if request.tx is None else {"connection": request.tx.connection}
+        if request.guard is None:
+            return kv.set(request.key, request.text, request.ttl, **where)
+        guard_key, guard_value = request.guard
+        return kv.set_guarded(
+            request.key,
+            request.text,
+            request.ttl,
+            guard_key=guard_key,
+            guard_value=guard_value,
+            **where,
+        )
     if isinstance(request, Delete):
-        return kv.delete(request.key)
+        if request.guard is None:
+            return kv.delete(request.key)
+        guard_key, guard_value = request.guard
+        return kv.delete_guarded(request.key, guard_key=guard_key, guard_value=guard_value)
     if isinstance(request, Touch):
         return kv.touch(request.key, request.ttl)
     if isinstance(request, Acquire):
@@ -121,6 +134,31 @@ def _no_engine() -> DurableUsageError:
     return DurableUsageError(
         "a transactional step needs a SQLAlchemy store (the in-memory store has no database)"
     )
+
+
+def _ended_inside_group(state: RunState, error: BaseException) -> bool:
+    """A step ended the run, and a task group wrapped its exit in an exception group."""
+    group = getattr(builtins, "BaseExceptionGroup", None)
+    return (
+        group is not None
+        and isinstance(error, group)
+        and (state.stop is not None or state.usage_error is not None)
+    )
+
+
+def _usage_of(state: RunState, error: DurableUsageError) -> DurableUsageError:
+    if state.usage_error is None:
+        state.usage_error = error
+    return error
+
+
+def _check_open(tx: Tx) -> None:
+    if not tx.transaction.is_active:
+        raise DurableUsageError(
+            "a transactional step must not commit or roll back its connection: the runner "
+            "commits its writes together with its checkpoint (they may now be committed "
+            "without it)"
+        )
 
 
 @dataclass
@@ -154,8 +192,17 @@ class SyncIO:
         self.backend = backend
         self.workflow = workflow
         self._heartbeat: _ThreadHeartbeat | None = None
+        self._saves = threading.Lock()
+        self._saved_seq = 0
 
     def perform(self, request: Request) -> Any:
+        if isinstance(request, Save) and request.seq is not None:
+            with self._saves:  # steps run from threads: never an older snapshot last
+                if request.seq < self._saved_seq:
+                    return True  # a newer snapshot, holding this outcome too, is stored
+                answer = store_call(self.backend.kv, request)
+                self._saved_seq = request.seq
+                return answer
         if isinstance(request, Call):
             result = request.fn(*request.args)
             if inspect.isawaitable(result):
@@ -168,6 +215,7 @@ class SyncIO:
         if isinstance(request, Begin):
             return self._begin(request.session)
         if isinstance(request, Flush):
+            _check_open(request.tx)
             if request.tx.session is not None:
                 request.tx.session.flush()
             return None
@@ -190,6 +238,8 @@ class SyncIO:
         engine = self.backend.engine
         if engine is None:
             raise _no_engine()
+        if self.backend.owns_engine:  # the store may be keeping every pooled connection
+            self.backend.kv.release_idle()
         conn: Connection = engine.connect()
         try:
             if self.backend.owns_engine:  # the store's own engine runs in autocommit
@@ -217,13 +267,32 @@ class SyncIO:
         assert self.workflow is not None
         step = Step(state, self)
         try:
-            return BodyOutcome(value=self.workflow(step, state.options.deps))
+            value = self.workflow(step, state.options.deps)
+            if inspect.isawaitable(value):
+                if inspect.iscoroutine(value):
+                    value.close()
+                raise _usage_of(
+                    state,
+                    DurableUsageError(
+                        "an async workflow needs durable.run_async (durable.run would "
+                        "return its coroutine unrun)"
+                    ),
+                )
+            return BodyOutcome(value=value)
         except StepExit as e:
             return BodyOutcome(exit=e.result)
         except DurableUsageError:
             raise
         except Exception as e:
             return BodyOutcome(raised=e)
+        except BaseException as e:
+            if _ended_inside_group(state, e):
+                return BodyOutcome(exit=state.stop)
+            raise
+
+    def abandon(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
 
 
 class Step:
@@ -259,7 +328,9 @@ class _ThreadHeartbeat:
 
     def stop(self) -> None:
         self._stopped.set()
-        self._thread.join()
+        # A renewal hanging on the network must not hang the run: the lease
+        # then counts as lost after a lease time anyway (Lease.gone).
+        self._thread.join(self._lease.interval + 1.0)
 
     def _beat(self) -> None:
         lease = self._lease
@@ -287,6 +358,12 @@ async def adrive(plan: Plan[T], io: AsyncIO) -> T:
         reply, error = None, None
         try:
             reply = await io.perform(request)
+        except GeneratorExit:
+            # The coroutine is being closed: nothing may be awaited any more.
+            io.abandon()
+            with contextlib.suppress(RuntimeError):
+                plan.close()
+            raise
         except BaseException as e:
             error = e
 
@@ -300,13 +377,25 @@ class AsyncIO:
         self.backend = backend
         self.workflow = workflow
         self._heartbeat: asyncio.Task[None] | None = None
+        self._saves: asyncio.Lock | None = None
+        self._saved_seq = 0
 
     async def perform(self, request: Request) -> Any:
+        if isinstance(request, Save) and request.seq is not None:
+            if self._saves is None:
+                self._saves = asyncio.Lock()
+            async with self._saves:  # steps gathered: never an older snapshot last
+                if request.seq < self._saved_seq:
+                    return True
+                answer = await _settle(store_call(self.backend.kv, request))
+                self._saved_seq = request.seq
+                return answer
         if isinstance(request, Call):
             return await _settle(request.fn(*request.args))
         if isinstance(request, Begin):
             return await self._begin(request.session)
         if isinstance(request, Flush):
+            _check_open(request.tx)
             if request.tx.session is not None:
                 await request.tx.session.flush()
             return None
@@ -319,17 +408,23 @@ class AsyncIO:
             self._heartbeat = asyncio.ensure_future(self._beat(request.state.lease))
             return None
         if isinstance(request, StopHeartbeat):
-            if self._heartbeat is not None:
-                self._heartbeat.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._heartbeat
+            beat, self._heartbeat = self._heartbeat, None
+            if beat is not None:
+                beat.cancel()
+                await asyncio.wait([beat])  # not ``await beat``: that re-raises its cancellation
             return None
         return await _settle(store_call(self.backend.kv, request))
+
+    def abandon(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
 
     async def _begin(self, session: bool) -> Tx:
         engine = self.backend.engine
         if engine is None:
             raise _no_engine()
+        if self.backend.owns_engine:
+            await self.backend.kv.release_idle()
         conn: AsyncConnection = await engine.connect()
         try:
             if self.backend.owns_engine:
@@ -370,7 +465,13 @@ class AsyncIO:
         except DurableUsageError:
             raise
         except Exception as e:
+            if _ended_inside_group(state, e):
+                return BodyOutcome(exit=state.stop)
             return BodyOutcome(raised=e)
+        except BaseException as e:
+            if _ended_inside_group(state, e):  # a TaskGroup wraps the failed step's exit
+                return BodyOutcome(exit=state.stop)
+            raise
 
     async def _beat(self, lease: Lease) -> None:
         while not lease.lost:

@@ -59,6 +59,28 @@ class MemoryStore:
             del self._rows[key]
             return True
 
+    def set_guarded(
+        self,
+        key: str,
+        value: str,
+        ttl: float | None = None,
+        *,
+        guard_key: str,
+        guard_value: str,
+    ) -> bool:
+        with self._lock:
+            if self._live(guard_key) != guard_value:
+                return False
+            self._rows[key] = (value, self._expiry(ttl))
+            return True
+
+    def delete_guarded(self, key: str, *, guard_key: str, guard_value: str) -> bool:
+        with self._lock:
+            if self._live(guard_key) != guard_value or key not in self._rows:
+                return False
+            del self._rows[key]
+            return True
+
     def get_many(self, keys: Iterable[str]) -> dict[str, str]:
         with self._lock:
             found = {k: self._live(k) for k in keys}

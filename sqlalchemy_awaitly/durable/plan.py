@@ -9,6 +9,7 @@ record, which error to return) lives here, so both flavours behave alike.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -46,6 +47,7 @@ from .values import (
     replay,
     returned_failure,
     success_outcome,
+    text_of,
 )
 
 T = TypeVar("T")
@@ -62,15 +64,22 @@ class Load:
 
 @dataclass(frozen=True)
 class Save:
+    """Upsert ``key``. With ``guard`` (a lease's key and value), only while the lease
+    holds: the answer is False if it was lost. ``seq`` orders snapshots of one run:
+    a snapshot older than one already saved is not written over it."""
+
     key: str
     text: str
     ttl: float | None = None
     tx: Any = None  # a transaction from Begin: the save joins it
+    guard: tuple[str, str] | None = None
+    seq: int | None = None
 
 
 @dataclass(frozen=True)
 class Delete:
     key: str
+    guard: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -81,9 +90,11 @@ class Touch:
 
 @dataclass(frozen=True)
 class Acquire:
+    """Insert ``key`` unless a live row holds it (a lease; an idempotency claim)."""
+
     key: str
     value: str
-    ttl: float
+    ttl: float | None
 
 
 @dataclass(frozen=True)
@@ -259,6 +270,16 @@ class Lease:
         elif answer is False or now - self.last_renewed >= self.ttl:
             self.lost = True
 
+    def gone(self) -> bool:
+        """Lost, or not renewed for a whole lease time (a renewal may be hanging)."""
+        if not self.lost and time.monotonic() - self.last_renewed >= self.ttl:
+            self.lost = True
+        return self.lost
+
+    @property
+    def guard(self) -> tuple[str, str]:
+        return (self.key, self.value)
+
 
 @dataclass
 class BodyOutcome:
@@ -289,6 +310,15 @@ class RunState:
         self.has_row = False
         self.stop: Result[Any, Any] | None = None
         self.usage_error: DurableUsageError | None = None
+        self._seq = 0
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    @property
+    def guard(self) -> tuple[str, str] | None:
+        return None if self.lease is None else self.lease.guard
 
     def resume_from(self, snapshot: dict[str, Any]) -> None:
         self.steps = dict(snapshot["steps"])
@@ -344,9 +374,17 @@ def _unclaim(scope: tuple[object, str]) -> None:
 
 def run_plan(o: RunOptions) -> Plan[Result[Any, Any]]:
     """One call of ``run``: idempotency, guards, lease, load, the body, and the end."""
+    marker: str | None = None
+    claimed = False
     if o.idempotency_key is not None:
+        marker = idempotency_record(o.workflow_id, o.idempotency_key, o.input)
         try:
             text = yield Load(o.idempotency_row)
+            if text is None:
+                # Claim the key in one statement: of two callers, one wins.
+                claimed = yield Acquire(o.idempotency_row, marker, o.retention)
+                if not claimed:
+                    text = yield Load(o.idempotency_row)
         except Exception as e:
             return Err(PersistenceFailed(o.workflow_id, "load", e, "the idempotency record"))
         if text is not None:
@@ -355,12 +393,21 @@ def run_plan(o: RunOptions) -> Plan[Result[Any, Any]]:
                 return answer
     scope = (o.guard_scope, o.workflow_id)
     if not o.allow_concurrent and not _claim(scope):
-        return Err(ConcurrentExecution(o.workflow_id, "in-process"))
-    try:
-        return (yield from _leased(o))
-    finally:
-        if not o.allow_concurrent:
-            _unclaim(scope)
+        result: Result[Any, Any] = Err(ConcurrentExecution(o.workflow_id, "in-process"))
+    else:
+        try:
+            result = yield from _leased(o, marker if not claimed else None)
+        finally:
+            if not o.allow_concurrent:
+                _unclaim(scope)
+    if marker is not None and isinstance(result, Err):
+        busy = isinstance(result.error, ConcurrentExecution)
+        if claimed or not busy:  # free the key; a running holder keeps its own
+            try:
+                yield Delete(o.idempotency_row)
+            except Exception:
+                log.warning("could not free idempotency key %r", o.idempotency_key)
+    return result
 
 
 def _idempotent_answer(o: RunOptions, text: str) -> Result[Any, Any] | None:
@@ -378,15 +425,17 @@ def _idempotent_answer(o: RunOptions, text: str) -> Result[Any, Any] | None:
     status = (record.get("execution") or {}).get("status")
     final = meta.get("finalResult")
     if status == "completed" and isinstance(final, dict):
-        return Ok(final.get("value")) if final.get("ok") else Err(final.get("error"))
-    if status == "running" and meta.get("workflowId") != o.workflow_id:
+        value = copy.deepcopy(final.get("value"))
+        return Ok(value) if final.get("ok") else Err(final.get("error"))
+    if meta.get("workflowId") != o.workflow_id:
         return Err(
             ConcurrentExecution(str(meta.get("workflowId")), "cross-process", o.idempotency_key)
         )
-    return None  # running under this id: a crashed run to resume; the lease decides
+    return None  # ours, or a crashed run under this id to resume: the lease decides
 
 
-def _leased(o: RunOptions) -> Plan[Result[Any, Any]]:
+def _leased(o: RunOptions, remark: str | None) -> Plan[Result[Any, Any]]:
+    """Take the lease (and renew it from now on), then run; ``remark``: a marker to rewrite."""
     lease = None
     if not o.allow_concurrent:
         lease = Lease(
@@ -401,8 +450,22 @@ def _leased(o: RunOptions) -> Plan[Result[Any, Any]]:
             return Err(PersistenceFailed(o.workflow_id, "load", e, "the lease"))
         if not acquired:
             return Err(ConcurrentExecution(o.workflow_id, "cross-process"))
+    state = RunState(o, lease)
     try:
-        return (yield from _loaded(o, lease))
+        if lease is not None:
+            yield StartHeartbeat(state)
+        try:
+            if remark is not None:  # a crashed run of this key: its marker is ours now
+                try:
+                    yield Save(o.idempotency_row, remark, o.retention)
+                except Exception as e:
+                    return Err(
+                        PersistenceFailed(o.workflow_id, "save", e, "the idempotency record")
+                    )
+            return (yield from _loaded(o, state))
+        finally:
+            if lease is not None:
+                yield StopHeartbeat(state)
     finally:
         if lease is not None:
             try:
@@ -411,18 +474,11 @@ def _leased(o: RunOptions) -> Plan[Result[Any, Any]]:
                 log.warning("could not release the lease of %r; it expires", o.workflow_id)
 
 
-def _loaded(o: RunOptions, lease: Lease | None) -> Plan[Result[Any, Any]]:
-    if o.idempotency_key is not None:
-        marker = idempotency_record(o.workflow_id, o.idempotency_key, o.input)
-        try:
-            yield Save(o.idempotency_row, marker, o.retention)
-        except Exception as e:
-            return Err(PersistenceFailed(o.workflow_id, "save", e, "the idempotency record"))
+def _loaded(o: RunOptions, state: RunState) -> Plan[Result[Any, Any]]:
     try:
         text = yield Load(o.state_key)
     except Exception as e:
         return Err(PersistenceFailed(o.workflow_id, "load", e))
-    state = RunState(o, lease)
     if text is not None:
         try:
             snapshot: dict[str, Any] | None = decode_state(o.state_key, text)
@@ -456,13 +512,7 @@ def _loaded(o: RunOptions, lease: Lease | None) -> Plan[Result[Any, Any]]:
                 )
         if snapshot is not None:
             state.resume_from(snapshot)
-    if lease is not None:
-        yield StartHeartbeat(state)
-    try:
-        body = yield RunBody(state)
-    finally:
-        if lease is not None:
-            yield StopHeartbeat(state)
+    body = yield RunBody(state)
     if state.usage_error is not None:
         raise state.usage_error
     return (yield from _ended(o, state, _result_of(state, body)))
@@ -481,22 +531,25 @@ def _result_of(state: RunState, body: BodyOutcome) -> Result[Any, Any]:
         return body.exit
     if body.raised is not None:
         e = body.raised
-        return Err(UnexpectedError(f"{type(e).__name__}: {e}"), e)
+        return Err(UnexpectedError(f"{type(e).__name__}: {text_of(e)}"), e)
     if isinstance(body.value, (Ok, Err)):
         return body.value
     return Ok(body.value)
 
 
 def _ended(o: RunOptions, state: RunState, result: Result[Any, Any]) -> Plan[Result[Any, Any]]:
-    if state.lease is not None and state.lease.lost:
-        return Err(LeaseExpired(o.workflow_id))  # the row stays: another process may own it
+    lease_lost = Err(LeaseExpired(o.workflow_id))  # the row stays: another owner may run it
+    if state.lease is not None and state.lease.gone():
+        return lease_lost
     if isinstance(result, Ok):
         if o.idempotency_key is not None:
             check_json(result.value, "the workflow's return value (kept for its idempotency key)")
         try:
-            yield Delete(o.state_key)
+            deleted = yield Delete(o.state_key, state.guard)
         except Exception as e:
             return Err(PersistenceFailed(o.workflow_id, "delete", e))
+        if state.guard is not None and state.has_row and not deleted:
+            return lease_lost
         if o.idempotency_key is not None:
             done = idempotency_record(
                 o.workflow_id, o.idempotency_key, o.input, result.value, completed=True
@@ -504,20 +557,13 @@ def _ended(o: RunOptions, state: RunState, result: Result[Any, Any]) -> Plan[Res
             try:
                 yield Save(o.idempotency_row, done, o.retention)
             except Exception:
-                log.exception(
-                    "could not record the result of idempotency key %r", o.idempotency_key
-                )
+                log.exception("could not record the result of key %r", o.idempotency_key)
         return result
     if o.retention is not None and state.has_row:
         try:
             yield Touch(o.state_key, o.retention)
         except Exception:
             log.warning("could not set the retention of failed run %r", o.workflow_id)
-    if o.idempotency_key is not None:
-        try:  # a failed run does not hold its key: the next call resumes it
-            yield Delete(o.idempotency_row)
-        except Exception:
-            log.warning("could not free idempotency key %r", o.idempotency_key)
     return result
 
 
@@ -542,14 +588,34 @@ def step_plan(state: RunState, fn: Callable[..., Any], key: str, session: bool |
     state.seen.add(key)
     if state.stop is not None:
         raise StepExit(state.stop)
-    if state.lease is not None and state.lease.lost:
+    if state.lease is not None and state.lease.gone():
         raise state.end(Err(LeaseExpired(o.workflow_id)))
     if key in state.stored:
         state.emit("step_skipped", key)
         answer = replay(state.steps[key])
         if isinstance(answer, Err):
             raise state.end(answer)
-        return answer
+        return copy.deepcopy(answer)
+    recorded = False
+    try:
+        result = yield from _run_and_record(state, fn, key, session)
+        recorded = True
+    finally:
+        if not recorded:  # interrupted before its record: the step may be run again
+            state.seen.discard(key)
+    state.has_row = True
+    state.emit("persist_success", key)
+    if isinstance(result, Err):
+        state.emit("step_error", key, result.cause if isinstance(result.cause, Exception) else None)
+        raise state.end(result)
+    state.emit("step_success", key)
+    return result.value
+
+
+def _run_and_record(
+    state: RunState, fn: Callable[..., Any], key: str, session: bool | None
+) -> Plan[Result[Any, Any]]:
+    o = state.options
     state.emit("step_start", key)
     tx = None
     if session is not None:
@@ -568,46 +634,47 @@ def step_plan(state: RunState, fn: Callable[..., Any], key: str, session: bool |
         except DurableUsageError as e:
             raise _usage(state, e) from None
         except Exception as e:
-            failed: Result[Any, Any] = Err(UnexpectedError(f"{type(e).__name__}: {e}"), e)
+            failed: Result[Any, Any] = Err(UnexpectedError(f"{type(e).__name__}: {text_of(e)}"), e)
             outcome, result = raised_failure(e), failed
         else:
             outcome, result = _outcome_of(state, key, raw)
         state.steps[key] = outcome
         text = workflow_snapshot(o.workflow_id, state.steps, key, state.metadata())
+        seq = state.next_seq()
         try:
             if tx is not None and result.ok:
-                yield Save(o.state_key, text, None, tx)
-                tx, done = None, tx
-                yield Finish(done, True)
+                saved = yield Save(o.state_key, text, None, tx, state.guard, seq)
+                if saved is not False:
+                    tx, done = None, tx
+                    yield Finish(done, True)
             else:
                 if tx is not None:
                     tx, done = None, tx
                     yield Finish(done, False)
-                yield Save(o.state_key, text)
+                saved = yield Save(o.state_key, text, None, None, state.guard, seq)
         except Exception as e:
             del state.steps[key]
             state.emit("persist_error", key, e)
             raise state.end(Err(PersistenceFailed(o.workflow_id, "save", e))) from None
+        if saved is False:  # the lease changed hands: this owner may write no more
+            del state.steps[key]
+            assert state.lease is not None
+            state.lease.lost = True
+            raise state.end(Err(LeaseExpired(o.workflow_id)))
     finally:
-        if tx is not None:  # the step raised past us (KeyboardInterrupt, cancellation)
+        if tx is not None:  # rolled back: raised past us, or the lease was lost
             yield Finish(tx, False)
-    state.has_row = True
-    state.emit("persist_success", key)
-    if isinstance(result, Err):
-        state.emit("step_error", key, result.cause if isinstance(result.cause, Exception) else None)
-        raise state.end(result)
-    state.emit("step_success", key)
-    return result.value
+    return result
 
 
 def _outcome_of(state: RunState, key: str, raw: Any) -> tuple[dict[str, Any], Result[Any, Any]]:
     try:
         if isinstance(raw, Err):
             check_json(raw.error, f"the error value of step {key!r}")
-            return returned_failure(raw), raw
+            return returned_failure(copy.deepcopy(raw)), raw
         value = raw.value if isinstance(raw, Ok) else raw
         check_json(value, f"the value of step {key!r}")
-        return success_outcome(value), Ok(value)
+        return success_outcome(copy.deepcopy(value)), Ok(value)
     except DurableUsageError as e:
         raise _usage(state, e) from None
 

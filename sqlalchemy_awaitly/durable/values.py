@@ -88,6 +88,11 @@ def _json_problem(value: Any, path: str, depth: int) -> tuple[str, str] | None:
     return path, f"a {type(value).__name__}"
 
 
+def text_of(value: object) -> str:
+    """``str(value)`` that can be stored as UTF-8 (lone surrogates escaped)."""
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def success_outcome(value: Any) -> dict[str, Any]:
     return {"ok": True, "value": value}
 
@@ -106,7 +111,7 @@ def raised_failure(exc: BaseException) -> dict[str, Any]:
     """A step that raised: awaitly's UnexpectedError, the exception as the cause."""
     return {
         "ok": False,
-        "error": {**_UNEXPECTED, "message": f"{type(exc).__name__}: {exc}", "cause": {}},
+        "error": {**_UNEXPECTED, "message": f"{type(exc).__name__}: {text_of(exc)}", "cause": {}},
         "cause": encode_exception(exc),
         "meta": {"origin": "throw"},
     }
@@ -114,9 +119,9 @@ def raised_failure(exc: BaseException) -> dict[str, Any]:
 
 def encode_exception(exc: BaseException, depth: int = 0) -> dict[str, Any]:
     """awaitly's serialized error: name, message, stack, and the chained cause."""
-    encoded: dict[str, Any] = {"type": "error", "name": type(exc).__name__, "message": str(exc)}
+    encoded: dict[str, Any] = {"type": "error", "name": type(exc).__name__, "message": text_of(exc)}
     stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, chain=False))
-    encoded["stack"] = stack.rstrip("\n")
+    encoded["stack"] = text_of(stack.rstrip("\n"))
     if exc.__cause__ is not None and depth < 10:
         encoded["cause"] = encode_exception(exc.__cause__, depth + 1)
     return encoded
@@ -127,7 +132,7 @@ def encode_cause(cause: Any) -> dict[str, Any]:
         return dict(_UNDEFINED_CAUSE)
     if isinstance(cause, BaseException):
         return encode_exception(cause)
-    text = str(cause)
+    text = text_of(cause)
     encoded: dict[str, Any] = {"type": "thrown", "originalType": _js_type_name(cause)}
     encoded["stringRepresentation"] = text[:_MAX_STRING_REPRESENTATION]
     if _json_problem(cause, "", 0) is None:
