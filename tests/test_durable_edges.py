@@ -235,3 +235,38 @@ def test_transactional_steps_get_a_connection_when_the_pool_is_small(postgres: A
         engine = create_engine(postgres.url)
         drop_table(engine, "t_small_pool")
         engine.dispose()
+
+
+def test_inputs_compare_as_javascript_sees_them(durable_env: Env) -> None:
+    def body(deps: Any) -> Any:
+        return (yield "a", lambda: "done")
+
+    options = {"idempotency_key": "js", "input": {"amount": 1.0, "items": [2.0]}}
+    assert durable_env.run(body, id="js-1", **options) == Ok("done")
+    again = {"idempotency_key": "js", "input": {"items": [2], "amount": 1}}
+    assert durable_env.run(body, id="js-2", **again) == Ok("done")
+
+
+def test_subclasses_json_would_flatten_are_refused(durable_env: Env) -> None:
+    import enum
+
+    class Color(str, enum.Enum):
+        RED = "red"
+
+    with pytest.raises(DurableUsageError, match="a Color"):
+        durable_env.run(lambda deps: (yield "a", lambda: Color.RED), id="enum")
+
+
+@SYNC
+def test_a_swallowed_usage_error_still_ends_the_run(durable_env: Env) -> None:
+    ran: list[str] = []
+
+    def workflow(step: Any, deps: Any) -> Any:
+        step(lambda: 1, key="a")
+        with contextlib.suppress(DurableUsageError):  # the workflow hides its own bug
+            step(lambda: 2, key="a")
+        step(lambda: ran.append("b"), key="b")
+
+    with pytest.raises(DurableUsageError, match="used twice"):
+        durable.run(None, workflow, id="swallowed", store=durable_env.store)
+    assert ran == []

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from ..errors import InvalidInputError
-from ..validation import check_pattern
+from ..validation import check_key, check_pattern
 from .drivers import AsyncIO, SyncIO, Workflow, adrive, backend_for, drive
 from .plan import DurableEvent, RunOptions, VersionMismatchInfo, run_plan
 from .results import Result
@@ -115,6 +115,9 @@ def _options(backend: Any, deps: Any, given: dict[str, Any]) -> RunOptions:
             f"the state prefix {prefix!r} and the lock prefix {lock_prefix!r} overlap: "
             "leases would be listed and cleared as workflow state"
         )
+    check_key(prefix + workflow_id)  # no NUL: PostgreSQL text cannot hold it
+    if key is not None:
+        check_key(f"{prefix}idem:{key}")
     return RunOptions(
         workflow_id=workflow_id,
         prefix=prefix,

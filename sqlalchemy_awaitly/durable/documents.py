@@ -71,5 +71,18 @@ def lease_value(owner_token: str) -> str:
 
 
 def same_input(stored: Any, given: Any) -> bool:
-    """Inputs compare as JSON with sorted keys (dict order is not a difference)."""
-    return json.dumps(stored, sort_keys=True) == json.dumps(given, sort_keys=True)
+    """Inputs compare as JavaScript sees them: dict order, and 1 against 1.0, are no
+    difference (Node.js writes an integral float as an integer)."""
+    return json.dumps(_js_numbers(stored), sort_keys=True) == json.dumps(
+        _js_numbers(given), sort_keys=True
+    )
+
+
+def _js_numbers(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_js_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _js_numbers(v) for k, v in value.items()}
+    return value

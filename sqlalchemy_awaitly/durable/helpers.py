@@ -137,23 +137,23 @@ def _async(store: object, prefix: str | None) -> tuple[str, AsyncIO]:
     return backend.prefix, AsyncIO(backend)
 
 
-def has_state(store: object, workflow_id: str, *, prefix: str | None = None) -> bool:
+def has_state(store: object, workflow_id: str, *, state_prefix: str | None = None) -> bool:
     """Whether ``workflow_id`` has stored state (a run in progress, crashed or failed)."""
-    p, io = _sync(store, prefix)
+    p, io = _sync(store, state_prefix)
     return drive(_has_state(p, workflow_id), io)
 
 
-def delete_state(store: object, workflow_id: str, *, prefix: str | None = None) -> bool:
+def delete_state(store: object, workflow_id: str, *, state_prefix: str | None = None) -> bool:
     """Forget a run: the next ``run`` with this id starts over. True if there was one."""
-    p, io = _sync(store, prefix)
+    p, io = _sync(store, state_prefix)
     return drive(_delete_state(p, workflow_id), io)
 
 
 def delete_states(
-    store: object, workflow_ids: Iterable[str], *, prefix: str | None = None
+    store: object, workflow_ids: Iterable[str], *, state_prefix: str | None = None
 ) -> DeleteReport:
     """Forget many runs (one statement); the report says how many went and which failed."""
-    p, io = _sync(store, prefix)
+    p, io = _sync(store, state_prefix)
     return drive(_delete_states(p, workflow_ids), io)
 
 
@@ -168,35 +168,43 @@ def list_pending(
     return drive(_list_pending(p, prefix, limit), io)
 
 
-def clear_state(store: object, *, prefix: str | None = None) -> int:
+def clear_state(store: object, *, state_prefix: str | None = None) -> int:
     """Delete every row under this store's state prefix (never the rest of the table)."""
-    p, io = _sync(store, prefix)
+    p, io = _sync(store, state_prefix)
     return drive(_clear_state(p), io)
 
 
 def retry_step(
-    store: object, workflow_id: str, step_key: str | None = None, *, prefix: str | None = None
+    store: object,
+    workflow_id: str,
+    step_key: str | None = None,
+    *,
+    state_prefix: str | None = None,
 ) -> list[str]:
     """Clear the stored failure of ``step_key`` (or every failed step), so the next run
-    executes it again; returns the keys cleared."""
-    p, io = _sync(store, prefix)
+    executes it again; returns the keys cleared. Not for a run that is running."""
+    p, io = _sync(store, state_prefix)
     return drive(_retry_step(p, workflow_id, step_key), io)
 
 
-async def has_state_async(store: object, workflow_id: str, *, prefix: str | None = None) -> bool:
-    p, io = _async(store, prefix)
+async def has_state_async(
+    store: object, workflow_id: str, *, state_prefix: str | None = None
+) -> bool:
+    p, io = _async(store, state_prefix)
     return await adrive(_has_state(p, workflow_id), io)
 
 
-async def delete_state_async(store: object, workflow_id: str, *, prefix: str | None = None) -> bool:
-    p, io = _async(store, prefix)
+async def delete_state_async(
+    store: object, workflow_id: str, *, state_prefix: str | None = None
+) -> bool:
+    p, io = _async(store, state_prefix)
     return await adrive(_delete_state(p, workflow_id), io)
 
 
 async def delete_states_async(
-    store: object, workflow_ids: Iterable[str], *, prefix: str | None = None
+    store: object, workflow_ids: Iterable[str], *, state_prefix: str | None = None
 ) -> DeleteReport:
-    p, io = _async(store, prefix)
+    p, io = _async(store, state_prefix)
     return await adrive(_delete_states(p, workflow_ids), io)
 
 
@@ -207,15 +215,19 @@ async def list_pending_async(
     return await adrive(_list_pending(p, prefix, limit), io)
 
 
-async def clear_state_async(store: object, *, prefix: str | None = None) -> int:
-    p, io = _async(store, prefix)
+async def clear_state_async(store: object, *, state_prefix: str | None = None) -> int:
+    p, io = _async(store, state_prefix)
     return await adrive(_clear_state(p), io)
 
 
 async def retry_step_async(
-    store: object, workflow_id: str, step_key: str | None = None, *, prefix: str | None = None
+    store: object,
+    workflow_id: str,
+    step_key: str | None = None,
+    *,
+    state_prefix: str | None = None,
 ) -> list[str]:
-    p, io = _async(store, prefix)
+    p, io = _async(store, state_prefix)
     return await adrive(_retry_step(p, workflow_id, step_key), io)
 
 

@@ -10,6 +10,7 @@ record, which error to return) lives here, so both flavours behave alike.
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import threading
 import time
@@ -336,9 +337,13 @@ class RunState:
         if hook is None:
             return
         try:
-            hook(DurableEvent(type_, self.options.workflow_id, key, _utcnow(), error))
+            answer = hook(DurableEvent(type_, self.options.workflow_id, key, _utcnow(), error))
         except Exception:
             log.exception("on_event hook failed; the run goes on")
+            return
+        if inspect.iscoroutine(answer):
+            answer.close()
+            log.warning("on_event is called synchronously: an async hook is not awaited")
 
     def end(self, result: Result[Any, Any]) -> StepExit:
         if self.stop is None:
@@ -586,6 +591,8 @@ def step_plan(state: RunState, fn: Callable[..., Any], key: str, session: bool |
             ),
         )
     state.seen.add(key)
+    if state.usage_error is not None:  # swallowed by the workflow: it still ends the run
+        raise state.usage_error
     if state.stop is not None:
         raise StepExit(state.stop)
     if state.lease is not None and state.lease.gone():
@@ -650,7 +657,10 @@ def _run_and_record(
             else:
                 if tx is not None:
                     tx, done = None, tx
-                    yield Finish(done, False)
+                    try:
+                        yield Finish(done, False)
+                    except Exception:  # closing the connection rolls back anyway
+                        log.warning("rollback of step %r failed", key, exc_info=True)
                 saved = yield Save(o.state_key, text, None, None, state.guard, seq)
         except Exception as e:
             del state.steps[key]

@@ -53,7 +53,7 @@ def check_json(value: Any, where: str) -> Any:
 def _json_problem(value: Any, path: str, depth: int) -> tuple[str, str] | None:
     if depth > _MAX_DEPTH:
         return path, f"nested deeper than {_MAX_DEPTH} levels"
-    if isinstance(value, str):
+    if type(value) is str:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
@@ -67,7 +67,7 @@ def _json_problem(value: Any, path: str, depth: int) -> tuple[str, str] | None:
         if abs(value) > MAX_SAFE_INTEGER:
             return path, f"the integer {value}, beyond 2**53 - 1"
         return None
-    if isinstance(value, float):
+    if type(value) is float:
         if value != value or value in (float("inf"), float("-inf")):
             return path, f"the float {value}"
         return None
@@ -79,7 +79,7 @@ def _json_problem(value: Any, path: str, depth: int) -> tuple[str, str] | None:
         return None
     if type(value) is dict:
         for k, item in value.items():
-            if not isinstance(k, str):
+            if type(k) is not str:
                 return f"{path}[{k!r}]", f"a dict key of type {type(k).__name__}"
             found = _json_problem(item, f"{path}[{k!r}]", depth + 1)
             if found:
