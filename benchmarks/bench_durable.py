@@ -101,13 +101,20 @@ class CountingStore(MemoryStore):
         self.saves = 0
         self.largest = 0
 
-    def set(self, key: str, value: str, ttl: float | None = None) -> None:
+    def _count(self, key: str, value: str) -> None:
         if key.startswith("workflow:state:"):
             size = len(key.encode()) + len(value.encode())
             self.bytes += size
             self.saves += 1
             self.largest = max(self.largest, size)
+
+    def set(self, key: str, value: str, ttl: float | None = None) -> None:
+        self._count(key, value)
         super().set(key, value, ttl)
+
+    def set_guarded(self, key: str, value: str, ttl: float | None = None, **guard: str) -> bool:
+        self._count(key, value)  # checkpoints are written while the lease is held
+        return super().set_guarded(key, value, ttl, **guard)
 
 
 def bytes_written(size: int) -> tuple[int, int, int]:
