@@ -120,6 +120,7 @@ class CountingStore(MemoryStore):
 def bytes_written(size: int) -> tuple[int, int, int]:
     store = CountingStore()
     durable.run(None, workflow(size), id="bytes", store=store)
+    assert store.saves == size, "a checkpoint was not counted"
     return store.bytes, store.saves, store.largest
 
 
