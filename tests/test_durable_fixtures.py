@@ -176,3 +176,29 @@ def test_every_saved_snapshot_resumes_as_awaitly_would(name: str) -> None:
             fails = any(not o["ok"] for o in final["steps"].values())
             assert isinstance(result, Err if fails else Ok), at
             assert (store.get(PREFIX + workflow_id) is None) is not fails
+
+
+def test_the_incrementally_encoded_snapshot_is_the_plain_json_text() -> None:
+    from sqlalchemy_awaitly.durable.documents import EncodedSteps, to_json, workflow_snapshot
+
+    outcomes = {
+        "fetch-user": {"ok": True, "value": {"id": "123", "name": "Ålice ✓ \x00"}},
+        "日本": {"ok": True, "value": [1, 2.5, None, True]},
+        'quote"key': {"ok": False, "error": "X", "cause": {"type": "thrown"}, "meta": {}},
+    }
+    encoded = EncodedSteps()
+    for key, outcome in outcomes.items():
+        encoded.put(key, outcome)
+    encoded.put("dropped", {"ok": True, "value": 0})
+    encoded.drop("dropped")
+    text = workflow_snapshot("wf", encoded, 'quote"key', {"version": 2, "tenant": "acme"})
+    document = json.loads(text)
+    assert text == to_json(
+        {
+            "formatVersion": 1,
+            "workflowName": "wf",
+            "steps": outcomes,
+            "execution": document["execution"],
+            "metadata": {"version": 2, "tenant": "acme", "lastStepKey": 'quote"key'},
+        }
+    )

@@ -21,25 +21,46 @@ def to_json(document: Any) -> str:
     return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
+class EncodedSteps:
+    """The ``steps`` object of a snapshot, each outcome encoded once.
+
+    Every checkpoint rewrites the whole snapshot (that is the format Node.js
+    reads), but the outcomes already recorded need not be serialised again:
+    a 1,000-step run otherwise spends a third of its time re-encoding them.
+    """
+
+    def __init__(self) -> None:
+        self._parts: dict[str, str] = {}
+
+    def put(self, key: str, outcome: Any) -> None:
+        self._parts[key] = f"{to_json(key)}:{to_json(outcome)}"
+
+    def drop(self, key: str) -> None:
+        self._parts.pop(key, None)
+
+    def json(self) -> str:
+        return "{" + ",".join(self._parts.values()) + "}"
+
+
+_SNAPSHOT_HEAD = '{"formatVersion":1,"workflowName":'
+
+
 def workflow_snapshot(
     workflow_id: str,
-    steps: dict[str, Any],
+    steps: EncodedSteps,
     last_step_key: str,
     metadata: dict[str, Any],
 ) -> str:
-    """The whole state after a step: every outcome so far, and the step just recorded."""
-    return to_json(
-        {
-            "formatVersion": 1,
-            "workflowName": workflow_id,
-            "steps": steps,
-            "execution": {
-                "status": "running",
-                "lastUpdated": now_iso(),
-                "currentStepId": last_step_key,
-            },
-            "metadata": {**metadata, "lastStepKey": last_step_key},
-        }
+    """The whole state after a step: every outcome so far, and the step just recorded.
+
+    The same text as ``to_json`` of the document, built from the encoded steps.
+    """
+    execution = {"status": "running", "lastUpdated": now_iso(), "currentStepId": last_step_key}
+    return (
+        f"{_SNAPSHOT_HEAD}{to_json(workflow_id)},"
+        f'"steps":{steps.json()},'
+        f'"execution":{to_json(execution)},'
+        f'"metadata":{to_json({**metadata, "lastStepKey": last_step_key})}}}'
     )
 
 

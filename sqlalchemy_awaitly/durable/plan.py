@@ -23,6 +23,7 @@ from typing import Any, Literal, TypeVar
 from ..errors import CorruptStateError
 from ..snapshot import decode_state
 from .documents import (
+    EncodedSteps,
     idempotency_record,
     lease_value,
     same_input,
@@ -305,6 +306,7 @@ class RunState:
         self.options = options
         self.lease = lease
         self.steps: dict[str, Any] = {}
+        self.encoded = EncodedSteps()
         self.stored: set[str] = set()
         self.seen: set[str] = set()
         self.stored_metadata: dict[str, Any] = {}
@@ -321,8 +323,18 @@ class RunState:
     def guard(self) -> tuple[str, str] | None:
         return None if self.lease is None else self.lease.guard
 
+    def record(self, key: str, outcome: dict[str, Any]) -> None:
+        self.steps[key] = outcome
+        self.encoded.put(key, outcome)
+
+    def forget(self, key: str) -> None:
+        del self.steps[key]
+        self.encoded.drop(key)
+
     def resume_from(self, snapshot: dict[str, Any]) -> None:
         self.steps = dict(snapshot["steps"])
+        for key, outcome in self.steps.items():
+            self.encoded.put(key, outcome)
         self.stored = set(self.steps)
         self.stored_metadata = dict(snapshot.get("metadata") or {})
         self.has_row = True
@@ -645,8 +657,8 @@ def _run_and_record(
             outcome, result = raised_failure(e), failed
         else:
             outcome, result = _outcome_of(state, key, raw)
-        state.steps[key] = outcome
-        text = workflow_snapshot(o.workflow_id, state.steps, key, state.metadata())
+        state.record(key, outcome)
+        text = workflow_snapshot(o.workflow_id, state.encoded, key, state.metadata())
         seq = state.next_seq()
         try:
             if tx is not None and result.ok:
@@ -663,11 +675,11 @@ def _run_and_record(
                         log.warning("rollback of step %r failed", key, exc_info=True)
                 saved = yield Save(o.state_key, text, None, None, state.guard, seq)
         except Exception as e:
-            del state.steps[key]
+            state.forget(key)
             state.emit("persist_error", key, e)
             raise state.end(Err(PersistenceFailed(o.workflow_id, "save", e))) from None
         if saved is False:  # the lease changed hands: this owner may write no more
-            del state.steps[key]
+            state.forget(key)
             assert state.lease is not None
             state.lease.lost = True
             raise state.end(Err(LeaseExpired(o.workflow_id)))
