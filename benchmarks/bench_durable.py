@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_store import database, print_table
+from sqlalchemy import create_engine, text
 
 from sqlalchemy_awaitly import SQLAlchemyKeyValueStore, durable
 from sqlalchemy_awaitly.durable import MemoryStore
@@ -124,6 +125,24 @@ def bytes_written(size: int) -> tuple[int, int, int]:
     return store.bytes, store.saves, store.largest
 
 
+def wal_written(url: str, size: int) -> int:
+    """WAL bytes PostgreSQL wrote while one Python run of ``size`` steps ran (alone)."""
+    store = SQLAlchemyKeyValueStore(url, table_name=TABLE)
+    engine = create_engine(url)
+    lsn = text("SELECT pg_current_wal_insert_lsn()")
+    try:
+        with engine.connect() as conn:
+            before = conn.execute(lsn).scalar()
+        durable.run(None, workflow(size), id=f"wal-{size}", store=store)
+        with engine.connect() as conn:
+            after = conn.execute(lsn).scalar()
+            diff = text("SELECT pg_wal_lsn_diff(:after, :before)")
+            return int(conn.execute(diff, {"after": after, "before": before}).scalar_one())
+    finally:
+        store.close()
+        engine.dispose()
+
+
 def run(url: str, plan: dict[int, int], rounds: int) -> None:
     project = node_project()
     node_url = url.replace("+psycopg", "")
@@ -140,10 +159,6 @@ def run(url: str, plan: dict[int, int], rounds: int) -> None:
                 node[size].extend(times)
     finally:
         store.close()
-        cleanup = SQLAlchemyKeyValueStore(url, table_name=TABLE)
-        with cleanup.engine.begin() as conn:
-            cleanup.table.drop(conn, checkfirst=True)
-        cleanup.close()
 
     rows = []
     for size in plan:
@@ -161,15 +176,21 @@ def run(url: str, plan: dict[int, int], rounds: int) -> None:
     byte_rows = []
     for size in plan:
         total, saves, largest = bytes_written(size)
+        wal = wal_written(url, size)
         byte_rows.append(
             [f"{size:,} steps", f"{saves:,}", f"{largest:,} B", f"{total:,} B",
-             f"{total / size:,.0f} B"]
+             f"{total / size:,.0f} B", f"{wal:,} B"]
         )  # fmt: skip
     print_table(
-        "Bytes written per workflow (state rows only; each save rewrites the snapshot)",
-        ["workflow", "saves", "last snapshot", "total written", "per step"],
+        "Bytes written per workflow (state rows; each save rewrites the snapshot) and the "
+        "WAL PostgreSQL wrote for one Python run (it compresses large values)",
+        ["workflow", "saves", "last snapshot", "total written", "per step", "WAL"],
         byte_rows,
     )
+    cleanup = SQLAlchemyKeyValueStore(url, table_name=TABLE)
+    with cleanup.engine.begin() as conn:
+        cleanup.table.drop(conn, checkfirst=True)
+    cleanup.close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
