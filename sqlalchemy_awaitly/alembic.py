@@ -19,9 +19,9 @@ from typing import Any
 
 from alembic.config import Config
 from sqlalchemy import MetaData
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 
-from .config import resolve_url
+from .config import url_of
 from .errors import ConfigurationError
 from .schema import DEFAULT_TABLE_NAME
 
@@ -119,19 +119,7 @@ def database_url(config: Config, x_url: str | None = None) -> URL:
             "no database for the migrations: pass -x url=postgresql://user:pass@host/db, "
             "set DATABASE_URL, or set sqlalchemy.url in alembic.ini"
         )
-    try:
-        make_url(given)
-    except Exception as e:
-        raise ConfigurationError(f"not a database URL: {e}") from None
-    return resolve_url(
-        connection_string=given,
-        host=None,
-        port=None,
-        database=None,
-        user=None,
-        password=None,
-        asyncio=False,
-    )
+    return url_of(given)
 
 
 def alembic_config(url: str | URL | None = None) -> Config:

@@ -52,19 +52,24 @@ def resolve_url(
                 "user=/password=, or set the DATABASE_URL environment variable"
             )
     if connection_string is not None:
-        try:
-            url = make_url(connection_string)
-        except Exception as e:
-            raise ConfigurationError(f"not a database URL: {e}") from None
-    else:
-        url = URL.create(
-            "postgresql",
-            username=user,
-            password=password,
-            host=host or "localhost",
-            port=port,
-            database=database,
-        )
+        return url_of(connection_string, asyncio=asyncio)
+    url = URL.create(
+        "postgresql",
+        username=user,
+        password=password,
+        host=host or "localhost",
+        port=port,
+        database=database,
+    )
+    return _with_driver(url, asyncio)
+
+
+def url_of(text: str | URL, *, asyncio: bool = False) -> URL:
+    """A URL given as text, with this package's drivers (a plain ``postgresql://``: psycopg 3)."""
+    try:
+        url = make_url(text)
+    except Exception as e:
+        raise ConfigurationError(f"not a database URL: {e}") from None
     return _with_driver(url, asyncio)
 
 

@@ -23,7 +23,7 @@ import click
 from sqlalchemy import Column, Engine, Integer, MetaData, Table, Text, create_engine, insert, select
 
 from .. import durable
-from ..config import resolve_url
+from ..config import url_of
 from ..persistence import create_postgres_persistence
 from .errors import NOT_FOUND, Failure, explained
 
@@ -46,10 +46,7 @@ def default_url() -> str:
 
 
 def effects_engine(url: str) -> Engine:
-    resolved = resolve_url(
-        connection_string=url, host=None, port=None, database=None, user=None,
-        password=None, asyncio=False,
-    )  # fmt: skip
+    resolved = url_of(url)
     return create_engine(resolved)
 
 

@@ -7,7 +7,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
 from ..alembic import BRANCH_LABEL, VERSION_TABLE, alembic_config
-from ..config import resolve_url
+from ..config import url_of
 from ..schema import DEFAULT_TABLE_NAME, WorkflowState
 from ..schema_check import schema_problems
 from .errors import NO_TABLE, Failure
@@ -15,10 +15,7 @@ from .errors import NO_TABLE, Failure
 
 def upgrade(url: str) -> str:
     """Run ``upgrade heads``; a table made earlier without Alembic is adopted if it matches."""
-    resolved = resolve_url(
-        connection_string=url, host=None, port=None, database=None, user=None,
-        password=None, asyncio=False,
-    )  # fmt: skip
+    resolved = url_of(url)
     engine = create_engine(resolved)
     try:
         with engine.connect() as conn:
