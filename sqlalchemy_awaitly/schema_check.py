@@ -13,7 +13,8 @@ import re
 from typing import Any
 
 from sqlalchemy import Index, Table, inspect
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Connection, Dialect, Inspector
+from sqlalchemy.exc import NoSuchTableError
 from sqlalchemy.sql.elements import ClauseElement
 
 from .errors import SchemaMismatchError, TableMissingError
@@ -33,10 +34,16 @@ def schema_problems(conn: Connection, table: Table, *, allow_node_layout: bool =
     not, since the store's inserts would not fill them. With
     ``allow_node_layout`` a table created by the Node.js adapter passes.
     """
-    dialect = conn.dialect
     inspector = inspect(conn)
     if not inspector.has_table(table.name, schema=table.schema):
         return [f"the table {qualified_name(table)} does not exist"]
+    return _differences(inspector, conn.dialect, table, allow_node_layout)
+
+
+def _differences(
+    inspector: Inspector, dialect: Dialect, table: Table, allow_node_layout: bool
+) -> list[str]:
+    """:func:`schema_problems` of a table that exists."""
     problems: list[str] = []
     found = {c["name"]: c for c in inspector.get_columns(table.name, schema=table.schema)}
     for column in table.columns:
@@ -67,11 +74,15 @@ def schema_problems(conn: Connection, table: Table, *, allow_node_layout: bool =
 
 
 def verify_schema(conn: Connection, table: Table) -> None:
-    """Raise :class:`SchemaMismatchError` (or :class:`TableMissingError`) unless it matches."""
+    """Raise :class:`SchemaMismatchError` unless the table, found to exist, matches the model.
+
+    (:class:`TableMissingError` if it was dropped meanwhile.)
+    """
     label = qualified_name(table)
-    if not inspect(conn).has_table(table.name, schema=table.schema):
-        raise TableMissingError(missing_table_message(label))
-    problems = schema_problems(conn, table)
+    try:
+        problems = _differences(inspect(conn), conn.dialect, table, allow_node_layout=True)
+    except NoSuchTableError:
+        raise TableMissingError(missing_table_message(label)) from None
     if not problems:
         return
     listing = "".join(f"\n  - {p}" for p in problems)
