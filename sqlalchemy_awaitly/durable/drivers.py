@@ -40,6 +40,7 @@ from .plan import (
     LoadMany,
     Plan,
     Release,
+    Renew,
     Request,
     RunBody,
     RunState,
@@ -119,6 +120,8 @@ def store_call(kv: Any, request: Request) -> Any:
         return kv.touch(request.key, request.ttl)
     if isinstance(request, Acquire):
         return kv.add(request.key, request.value, request.ttl)
+    if isinstance(request, Renew):
+        return kv.touch(request.key, request.ttl, if_value=request.value)
     if isinstance(request, Release):
         return kv.delete(request.key, if_value=request.value)
     if isinstance(request, Keys):
@@ -336,9 +339,7 @@ class _ThreadHeartbeat:
         lease = self._lease
         while not lease.lost and not self._stopped.wait(lease.interval):
             try:
-                answer: bool | None = bool(
-                    self._kv.touch(lease.key, lease.ttl, if_value=lease.value)
-                )
+                answer: bool | None = bool(store_call(self._kv, lease.renewal))
             except Exception:
                 answer = None
             lease.renewed(answer)
@@ -478,7 +479,7 @@ class AsyncIO:
             await asyncio.sleep(lease.interval)
             try:
                 answer: bool | None = bool(
-                    await _settle(self.backend.kv.touch(lease.key, lease.ttl, if_value=lease.value))
+                    await _settle(store_call(self.backend.kv, lease.renewal))
                 )
             except Exception:
                 answer = None

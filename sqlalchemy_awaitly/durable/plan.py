@@ -100,6 +100,15 @@ class Acquire:
 
 
 @dataclass(frozen=True)
+class Renew:
+    """Extend a lease, only while it still holds its owner's value (the heartbeat)."""
+
+    key: str
+    value: str
+    ttl: float
+
+
+@dataclass(frozen=True)
 class Release:
     key: str
     value: str
@@ -169,6 +178,7 @@ Request = (
     | Delete
     | Touch
     | Acquire
+    | Renew
     | Release
     | Keys
     | LoadMany
@@ -281,6 +291,10 @@ class Lease:
     @property
     def guard(self) -> tuple[str, str]:
         return (self.key, self.value)
+
+    @property
+    def renewal(self) -> Renew:
+        return Renew(self.key, self.value, self.ttl)
 
 
 @dataclass
