@@ -13,7 +13,6 @@ A test writes its workflow once, as a generator that yields steps::
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -103,7 +102,3 @@ class Env:
 
     def row(self, workflow_id: str) -> str | None:
         return self.kv.get(f"workflow:state:{workflow_id}")
-
-
-def new_loop() -> asyncio.AbstractEventLoop:
-    return asyncio.new_event_loop()

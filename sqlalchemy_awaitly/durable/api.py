@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import InvalidInputError
 from ..validation import check_key, check_pattern
+from .documents import idempotency_key_of
 from .drivers import AsyncIO, SyncIO, Workflow, adrive, backend_for, drive
 from .plan import DurableEvent, RunOptions, VersionMismatchInfo, run_plan
 from .results import Result
@@ -117,7 +118,7 @@ def _options(backend: Any, deps: Any, given: dict[str, Any]) -> RunOptions:
         )
     check_key(prefix + workflow_id)  # no NUL: PostgreSQL text cannot hold it
     if key is not None:
-        check_key(f"{prefix}idem:{key}")
+        check_key(idempotency_key_of(prefix, key))
     return RunOptions(
         workflow_id=workflow_id,
         prefix=prefix,

@@ -10,6 +10,13 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
+IDEMPOTENCY_PREFIX = "idem:"
+"""Idempotency records live under ``<state prefix>idem:<key>``, as awaitly writes them."""
+
+
+def idempotency_key_of(state_prefix: str, idempotency_key: str) -> str:
+    return f"{state_prefix}{IDEMPOTENCY_PREFIX}{idempotency_key}"
+
 
 def now_iso() -> str:
     """UTC, milliseconds, ``Z``: the form awaitly writes ``lastUpdated`` in."""

@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 
 from ..errors import CorruptStateError, InvalidInputError
 from ..snapshot import decode_state
-from .documents import now_iso, to_json
+from .documents import idempotency_key_of, now_iso, to_json
 from .drivers import AsyncIO, SyncIO, adrive, backend_for, drive
 from .plan import Delete, DeleteMany, Keys, Load, LoadMany, Plan, Save
 
-_IDEMPOTENCY = "idem:"
 _BATCH = 1000
 
 
@@ -72,7 +71,7 @@ def _list_pending(state_prefix: str, prefix: str, limit: int | None) -> Plan[lis
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise InvalidInputError(f"limit must be a non-negative int, got {limit!r}")
     keys = yield Keys(state_prefix + prefix)
-    keys = [k for k in keys if not k.startswith(state_prefix + _IDEMPOTENCY)]
+    keys = [k for k in keys if not k.startswith(idempotency_key_of(state_prefix, ""))]
     rows: dict[str, str] = {}
     for start in range(0, len(keys), _BATCH):
         rows.update((yield LoadMany(keys[start : start + _BATCH])))

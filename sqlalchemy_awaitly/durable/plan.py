@@ -24,6 +24,7 @@ from ..errors import CorruptStateError
 from ..snapshot import decode_state
 from .documents import (
     EncodedSteps,
+    idempotency_key_of,
     idempotency_record,
     lease_value,
     same_input,
@@ -213,9 +214,6 @@ class Migrated:
     snapshot: dict[str, Any]
 
 
-VersionAnswer = Literal["throw", "clear"] | Migrated
-
-
 @dataclass(frozen=True)
 class DurableEvent:
     """What ``on_event`` receives: step and persistence events of one run."""
@@ -258,7 +256,8 @@ class RunOptions:
 
     @property
     def idempotency_row(self) -> str:
-        return f"{self.prefix}idem:{self.idempotency_key}"
+        assert self.idempotency_key is not None
+        return idempotency_key_of(self.prefix, self.idempotency_key)
 
 
 @dataclass
