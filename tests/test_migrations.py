@@ -69,24 +69,22 @@ def _engine(url: str) -> Engine:
 
 
 def _model_catalog(empty_url: str, tmp_path: Path) -> dict[str, object]:
-    """The catalog of a database built by ``create_all`` from the model."""
+    """The catalog of another empty database after ``create_all`` from the model."""
     if empty_url.startswith("sqlite"):
-        engine = _engine(sqlite_file_url(tmp_path, "model.db"))
-        try:
-            Base.metadata.create_all(engine)
-            with engine.connect() as conn:
-                return catalog(conn)
-        finally:
-            engine.dispose()
+        return _created_catalog(sqlite_file_url(tmp_path, "model.db"))
     server = empty_url.rsplit("/", 1)[0] + "/postgres"
     with empty_postgres_database(server) as url:
-        engine = _engine(url)
-        try:
-            Base.metadata.create_all(engine)
-            with engine.connect() as conn:
-                return catalog(conn)
-        finally:
-            engine.dispose()
+        return _created_catalog(url)
+
+
+def _created_catalog(url: str) -> dict[str, object]:
+    engine = _engine(url)
+    try:
+        Base.metadata.create_all(engine)
+        with engine.connect() as conn:
+            return catalog(conn)
+    finally:
+        engine.dispose()
 
 
 def test_upgrade_head_matches_the_model(empty_url: str, tmp_path: Path) -> None:
