@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, c
 
 from .base import StoreStats, calls_for, closed_error, stats_from, store_options
 from .calls import Call
+from .config import UNSET, Unset
 from .ddl import prepare_table
 from .errors import ConfigurationError
 from .execution import (
@@ -51,6 +52,8 @@ class AsyncSQLAlchemyKeyValueStore:
         schema: str | None = None,
         create_table: bool = True,
         verify_schema: bool = True,
+        prepare_threshold: int | Unset | None = UNSET,
+        statement_timeout: float | None = None,
     ) -> None:
         if isinstance(engine, Engine):
             raise ConfigurationError("a sync Engine needs SQLAlchemyKeyValueStore")
@@ -67,6 +70,8 @@ class AsyncSQLAlchemyKeyValueStore:
             schema=schema,
             create_table=create_table,
             verify_schema=verify_schema,
+            prepare_threshold=prepare_threshold,
+            statement_timeout=statement_timeout,
             asyncio=True,
         )
         self._options = options
@@ -108,10 +113,14 @@ class AsyncSQLAlchemyKeyValueStore:
                 self._ops = statements.by_name
                 self._runner = (
                     AsyncPsycopgRunner(
-                        self.engine, statements, label, self._options.keep_connections
+                        self.engine,
+                        statements,
+                        label,
+                        self._options.prepare,
+                        self._options.statement_timeout,
                     )
                     if uses_psycopg(self.engine.dialect)
-                    else AsyncEngineRunner(self.engine, label)
+                    else AsyncEngineRunner(self.engine, label, self._options.statement_timeout)
                 )
             return self._runner
 
@@ -176,11 +185,6 @@ class AsyncSQLAlchemyKeyValueStore:
         connection: AsyncTransaction | None = None,
     ) -> bool:
         return await self._run(self._calls.delete_guarded(key, guard_key, guard_value), connection)
-
-    async def release_idle(self) -> None:
-        runner = self._runner
-        if runner is not None:
-            await runner.release_idle()
 
     async def touch(
         self,

@@ -10,13 +10,16 @@ from sqlalchemy import MetaData, Table
 from sqlalchemy.engine import URL
 
 from .calls import Calls
-from .config import engine_arguments, resolve_url
+from .config import (
+    UNSET,
+    Unset,
+    engine_arguments,
+    resolve_url,
+    statement_timeout_of,
+    take_prepare_threshold,
+)
 from .errors import AwaitlyStoreError, ConfigurationError
 from .schema import qualified_name, workflow_state_table
-
-# Pool options that act when a connection is checked out of the pool (or
-# that replace the pool): kept connections would bypass them.
-CHECKOUT_TIME_OPTIONS = frozenset({"pool_pre_ping", "pool_recycle", "poolclass"})
 
 
 @dataclass(frozen=True)
@@ -40,9 +43,13 @@ class StoreOptions:
     create_table: bool
     # With create_table=False: check the table against the model on first use.
     verify_schema: bool
-    # Keep connections between calls: only on an engine the store builds, and
-    # not when the caller asked the pool to check connections at checkout.
-    keep_connections: bool = False
+    # ``prepare=`` for each statement on a psycopg connection: None follows the
+    # connection's prepare_threshold; False never prepares (PgBouncer-safe on
+    # a caller's engine without touching its settings).
+    prepare: bool | None = None
+    # Seconds a statement of the store's own may run (waiting for locks
+    # included) before the server cancels it; None: no bound.
+    statement_timeout: float | None = None
 
     @property
     def table_label(self) -> str:
@@ -64,8 +71,11 @@ def store_options(
     create_table: bool,
     verify_schema: bool,
     asyncio: bool,
+    prepare_threshold: int | Unset | None = UNSET,
+    statement_timeout: float | None = None,
 ) -> StoreOptions:
     table = workflow_state_table(MetaData(), table_name, schema)
+    timeout = statement_timeout_of(statement_timeout)
     if engine is not None:
         extra = [
             name
@@ -84,7 +94,13 @@ def store_options(
             raise ConfigurationError(
                 f"engine= was given, so {extra} would be ignored: configure the engine instead"
             )
-        return StoreOptions(None, {}, table, create_table, verify_schema)
+        if isinstance(prepare_threshold, int):
+            raise ConfigurationError(
+                "with engine=, prepare_threshold may only be None (never prepare the store's "
+                "statements); a threshold belongs in the engine's connect_args"
+            )
+        prepare = None if isinstance(prepare_threshold, Unset) else False
+        return StoreOptions(None, {}, table, create_table, verify_schema, prepare, timeout)
     url = resolve_url(
         connection_string=connection_string,
         host=host,
@@ -95,8 +111,11 @@ def store_options(
         asyncio=asyncio,
     )
     check_backend(url.get_backend_name())
-    keep = not (set(pool or {}) & CHECKOUT_TIME_OPTIONS)
-    return StoreOptions(url, engine_arguments(url, pool), table, create_table, verify_schema, keep)
+    url, threshold = take_prepare_threshold(url, prepare_threshold)
+    if threshold is not None and url.get_driver_name() not in ("psycopg", "psycopg_async"):
+        raise ConfigurationError("prepare_threshold applies to psycopg 3 (postgresql+psycopg) only")
+    arguments = engine_arguments(url, pool, threshold, timeout)
+    return StoreOptions(url, arguments, table, create_table, verify_schema, None, timeout)
 
 
 def check_backend(name: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +25,54 @@ POOL_OPTIONS = frozenset(
     }
 )
 CONNECT_TIMEOUT_SECONDS = 10
+
+PREPARE_THRESHOLD = "prepare_threshold"
+_NEVER = ("none", "off", "never")
+
+
+class Unset:
+    """The default of an option whose absence means something other than any value."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = Unset()
+
+
+def prepare_threshold_of(value: object, source: str) -> int | None:
+    """psycopg's ``prepare_threshold``: after how many runs a statement is prepared on the
+    server; None never prepares (required behind PgBouncer before 1.21, see the README).
+
+    From a URL it arrives as text: a whole number, or ``none`` / ``off`` / ``never``.
+    """
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _NEVER:
+            return None
+        if text.isdigit():
+            return int(text)
+    elif value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    raise ConfigurationError(
+        f"{source} must be a whole number >= 0 or one of {'/'.join(_NEVER)}, got {value!r}"
+    )
+
+
+def take_prepare_threshold(url: URL, option: int | Unset | None) -> tuple[URL, int | None]:
+    """The threshold for an engine the store builds (the option, else the URL's, else None),
+    and the URL without it: SQLAlchemy would hand psycopg the text as it stands."""
+    in_url = url.query.get(PREPARE_THRESHOLD)
+    if in_url is not None:
+        url = url.difference_update_query([PREPARE_THRESHOLD])
+        if not isinstance(option, Unset):
+            raise ConfigurationError(
+                "prepare_threshold is given both as an option and in the URL: give one"
+            )
+        return url, prepare_threshold_of(in_url, "the URL's prepare_threshold")
+    if isinstance(option, Unset):
+        return url, None
+    return url, prepare_threshold_of(option, "prepare_threshold")
 
 
 def resolve_url(
@@ -84,7 +133,31 @@ def _with_driver(url: URL, asyncio: bool) -> URL:
     return url
 
 
-def engine_arguments(url: URL, pool: Mapping[str, Any] | None) -> dict[str, Any]:
+MAX_STATEMENT_TIMEOUT_SECONDS = 24 * 3600.0
+
+
+def statement_timeout_of(seconds: object) -> float | None:
+    """``statement_timeout`` in seconds: a positive finite number up to a day, or None."""
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise ConfigurationError(
+            f"statement_timeout must be a number of seconds or None, got {seconds!r}"
+        )
+    value = float(seconds)
+    if not math.isfinite(value) or not 0 < value <= MAX_STATEMENT_TIMEOUT_SECONDS:
+        raise ConfigurationError(
+            f"statement_timeout must be more than 0 and at most a day (in seconds), got {seconds!r}"
+        )
+    return value
+
+
+def engine_arguments(
+    url: URL,
+    pool: Mapping[str, Any] | None,
+    prepare_threshold: int | None = None,
+    statement_timeout: float | None = None,
+) -> dict[str, Any]:
     """Keyword arguments for ``create_engine`` for an engine the store owns."""
     options = dict(pool or {})
     unknown = sorted(set(options) - POOL_OPTIONS)
@@ -96,7 +169,14 @@ def engine_arguments(url: URL, pool: Mapping[str, Any] | None) -> dict[str, Any]
     # the per-call BEGIN/ROLLBACK round trips and the reset on return to the pool.
     options.setdefault("isolation_level", "AUTOCOMMIT")
     options.setdefault("pool_reset_on_return", None)
+    connect_args: dict[str, Any] = {}
     if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
         # A server that is down must give an error, not a hang.
-        options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+    if url.get_driver_name() in ("psycopg", "psycopg_async"):
+        connect_args[PREPARE_THRESHOLD] = prepare_threshold
+    if url.get_backend_name() == "sqlite" and statement_timeout is not None:
+        connect_args["timeout"] = statement_timeout  # sqlite3's busy timeout
+    if connect_args:
+        options["connect_args"] = connect_args
     return options

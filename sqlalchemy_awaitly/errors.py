@@ -34,7 +34,43 @@ class TableMissingError(SchemaMismatchError):
 
 
 class StoreUnavailableError(AwaitlyStoreError):
-    """The database could not be reached; the call did not complete."""
+    """The database could not be reached; the call did nothing and may be repeated.
+
+    Raised after the store has already repeated what it safely could (see
+    "When the connection breaks" in the README).
+    """
+
+
+class OutcomeUnknownError(StoreUnavailableError):
+    """The connection broke after the statement was sent: it may or may not have committed.
+
+    Only for calls whose answer a repeat would falsify (``add``, ``delete``,
+    ``delete_many``, ...). Read the state back before acting on it.
+    """
+
+
+class StoreBusyError(AwaitlyStoreError):
+    """The database is reachable but could not serve the call now; nothing was written.
+
+    Repeating the call later is safe. The subclasses say what was busy.
+    """
+
+
+class PoolExhaustedError(StoreBusyError, TimeoutError):
+    """Every connection of the pool stayed in use for the pool's whole ``pool_timeout``."""
+
+
+class StatementTimeoutError(StoreBusyError, TimeoutError):
+    """The statement ran past ``statement_timeout`` (often: waiting for a lock held elsewhere);
+    the server cancelled it, so it wrote nothing."""
+
+
+class TransactionConflictError(StoreBusyError):
+    """A deadlock or serialization failure: the server rolled the transaction back.
+
+    The store's own statements lock rows in one order and cannot deadlock each
+    other; this comes from a caller's transaction that the call joined.
+    """
 
 
 class CorruptStateError(AwaitlyStoreError):

@@ -1,30 +1,39 @@
-"""Running the store's statements: on the pool's driver connection, or on a Connection.
+"""Running the store's statements: on a pooled psycopg connection, or on a Connection.
 
 Most of the cost of a key/value call through SQLAlchemy is not SQL: it is the
 transaction SQLAlchemy opens around every ``Connection.execute`` (BEGIN and
 ROLLBACK round trips) and the per-call statement handling. For psycopg the
-store compiles each statement once and runs it in autocommit mode on the
-pool's own driver connection, then leaves that connection exactly as it
-found it. Other drivers (SQLite) go through an ``AUTOCOMMIT`` Connection.
-Inside a caller's transaction, statements run on the caller's Connection.
+store compiles each statement once and runs it in autocommit mode on a
+connection checked out of the engine's own pool for that one call, leaving
+the connection exactly as it found it. Other drivers (psycopg2, asyncpg,
+SQLite) go through an ``AUTOCOMMIT`` Connection. Inside a caller's
+transaction, statements run on the caller's Connection.
+
+Every connection comes from SQLAlchemy's pool and goes back to it after the
+call, so the pool's own behaviour holds: fair waiting and one
+``pool_timeout``, ``pool_pre_ping`` and ``pool_recycle``, ``dispose()``, and
+after a disconnect the invalidation of every connection older than it.
+When a statement fails, :func:`faults.judge` decides whether it may run once
+more; sync and async runners only do the I/O.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, NoReturn, cast
+from typing import Any, NamedTuple, cast
 
 import psycopg
-from sqlalchemy import exc
+from sqlalchemy import exc, text
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.pool import Pool, PoolProxiedConnection
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.util import greenlet_spawn
 
-from .errors import StoreUnavailableError, TableMissingError
-from .idle import IdleConnections
+from .errors import PoolExhaustedError
+from .faults import Fault, classify, judge, unreachable
+from .pool_guards import guard_pool
 from .statements import Op, Statements
 
 Rows = list[Sequence[Any]]
@@ -37,8 +46,12 @@ class Outcome(NamedTuple):
 
 @dataclass(frozen=True)
 class CompiledOp:
+    op: Op
     sql: str
     fixed_params: Mapping[str, Any]
+
+    def args(self, params: Mapping[str, Any]) -> Mapping[str, Any]:
+        return {**self.fixed_params, **params} if self.fixed_params else params
 
 
 def uses_psycopg(dialect: Dialect) -> bool:
@@ -51,36 +64,8 @@ def compile_ops(statements: Statements, dialect: Dialect) -> dict[Op, CompiledOp
     for op in statements.all_ops():
         c = cast(ClauseElement, op.statement).compile(dialect=dialect)
         fixed = {k: v for k, v in c.params.items() if v is not None}
-        compiled[op] = CompiledOp(c.string, fixed)
+        compiled[op] = CompiledOp(op, c.string, fixed)
     return compiled
-
-
-MIGRATE_HINT = "run the migrations (alembic upgrade heads)"
-
-
-def missing_table_message(table: str) -> str:
-    return (
-        f"the table {table} does not exist: {MIGRATE_HINT} "
-        "or create the store with create_table=True"
-    )
-
-
-def _is_missing_table(error: BaseException) -> bool:
-    orig = getattr(error, "orig", error)
-    sqlstate = getattr(orig, "sqlstate", None)
-    return sqlstate == "42P01" or "no such table" in str(orig)
-
-
-def translate(error: Exception, table: str) -> Exception:
-    """Map a driver or SQLAlchemy error to what the store raises."""
-    if _is_missing_table(error):
-        return TableMissingError(missing_table_message(table))
-    return error
-
-
-def unavailable(error: Exception) -> StoreUnavailableError:
-    orig = getattr(error, "orig", error)
-    return StoreUnavailableError(f"the database could not be reached: {orig}".strip())
 
 
 def outcome_of(result: Any, returns_rows: bool) -> Outcome:
@@ -88,15 +73,12 @@ def outcome_of(result: Any, returns_rows: bool) -> Outcome:
     return Outcome(rows, result.rowcount)
 
 
-def _psycopg_params(compiled: CompiledOp, params: Mapping[str, Any]) -> Mapping[str, Any]:
-    return {**compiled.fixed_params, **params} if compiled.fixed_params else params
-
-
-def _wrap_psycopg(error: Exception, compiled: CompiledOp, dialect: Dialect) -> Exception:
-    wrapped = exc.DBAPIError.instance(
-        compiled.sql, None, error, psycopg.Error, dialect=dialect, ismulti=False
+def pool_exhausted(pool: Pool, error: BaseException) -> PoolExhaustedError:
+    return PoolExhaustedError(
+        f"no pooled connection came free in time ({pool.status()}): the pool is too "
+        "small for this load, or connections are held elsewhere (raise pool_size / "
+        f"max_overflow, or pool_timeout): {error}"
     )
-    return wrapped
 
 
 _CURSOR = "sqlalchemy_awaitly.cursor"
@@ -110,194 +92,322 @@ def _cursor_of(fairy: PoolProxiedConnection, conn: Any) -> Any:
     return cur
 
 
-def _execute(cur: Any, compiled: CompiledOp, args: Mapping[str, Any], rows: bool) -> Outcome:
-    cur.execute(compiled.sql, args)
-    return Outcome(cur.fetchall() if rows else [], cur.rowcount)
+class _PsycopgFailures:
+    """What the sync and asyncio psycopg runners do when a statement fails."""
+
+    def __init__(self, dialect: Dialect, table: str) -> None:
+        self.dialect = dialect
+        self.table = table
+
+    def fault(self, error: psycopg.Error, conn: Any, cur: Any) -> Fault:
+        gone = bool(conn.broken or conn.closed) or self.dialect.is_disconnect(error, conn, cur)  # type: ignore[arg-type]
+        return classify(error, gone)
+
+    def verdict(
+        self, compiled: CompiledOp, fault: Fault, error: psycopg.Error, attempt: int
+    ) -> BaseException | None:
+        op = compiled.op
+        verdict = judge(op.name, op.repeatable, fault, error, self.table, may_repeat=attempt == 1)
+        if verdict is error:  # the database refused it: as SQLAlchemy would raise it
+            return exc.DBAPIError.instance(
+                compiled.sql, None, error, psycopg.Error, dialect=self.dialect, ismulti=False
+            )
+        return verdict
 
 
-async def _execute_async(
-    cur: Any, compiled: CompiledOp, args: Mapping[str, Any], rows: bool
-) -> Outcome:
-    await cur.execute(compiled.sql, args)
-    return Outcome(await cur.fetchall() if rows else [], cur.rowcount)
+def _invalidates_pool(fault: Fault) -> bool:
+    """The server or the network dropped this session: older ones are likely gone too."""
+    return fault in (Fault.LOST, Fault.NOT_RUN)
+
+
+# The bound on one statement of the store's, set for its own transaction only.
+# Sent in one pipeline with the statement, before the Sync that ends that
+# implicit transaction: one round trip, nothing left on the session for
+# PgBouncer's transaction pooling to hand on (a session SET would be), no
+# startup parameter for PgBouncer to refuse.
+_SET_TIMEOUT = "SELECT set_config('statement_timeout', %s, true)"
+_TIMER = "sqlalchemy_awaitly.timer"
+
+
+def timeout_ms(seconds: float | None) -> str | None:
+    return None if seconds is None else str(max(1, round(seconds * 1000)))
+
+
+def _timer_of(fairy: PoolProxiedConnection, conn: Any) -> Any:
+    """A second kept cursor, for the statement timeout in the same pipeline."""
+    cur = fairy.info.get(_TIMER)
+    if cur is None or cur.connection is not conn or cur.closed:
+        cur = fairy.info[_TIMER] = conn.cursor()
+    return cur
 
 
 class PsycopgRunner:
     """Runs compiled statements on the pool's psycopg connections, in autocommit."""
 
     def __init__(
-        self, engine: Engine, statements: Statements, table: str, keep_connections: bool
+        self,
+        engine: Engine,
+        statements: Statements,
+        table: str,
+        prepare: bool | None,
+        statement_timeout: float | None = None,
     ) -> None:
-        self._pool = engine.pool
-        self._dialect = engine.dialect
+        guard_pool(engine)
+        self._engine = engine
         self._compiled = compile_ops(statements, engine.dialect)
-        self._table = table
-        self._idle = IdleConnections(engine.pool, keep_connections, threads_wait_here=True)
+        self._failures = _PsycopgFailures(engine.dialect, table)
+        self._prepare = prepare
+        self._timeout = timeout_ms(statement_timeout)
+
+    def _execute(
+        self, fairy: PoolProxiedConnection, conn: Any, compiled: CompiledOp, args: Any
+    ) -> Any:
+        cur = _cursor_of(fairy, conn)
+        if self._timeout is None:
+            cur.execute(compiled.sql, args, prepare=self._prepare)
+        else:
+            with conn.pipeline():
+                _timer_of(fairy, conn).execute(
+                    _SET_TIMEOUT, (self._timeout,), prepare=self._prepare
+                )
+                cur.execute(compiled.sql, args, prepare=self._prepare)
+        return cur
 
     def _checkout(self) -> PoolProxiedConnection:
-        fairy = self._idle.take_or_wait()
-        if fairy is not None:
-            return fairy
         try:
-            return self._pool.connect()
+            return self._engine.raw_connection()
+        except exc.TimeoutError as e:
+            raise pool_exhausted(self._engine.pool, e) from e
         except Exception as e:
-            raise unavailable(e) from e
+            raise unreachable(e) from e
 
     def close(self) -> None:
-        """Give every kept connection back to the pool."""
-        for fairy in self._idle.drain():
-            fairy.close()
-
-    def release_idle(self) -> None:
-        """Give the kept connections back to the pool, but go on keeping later ones."""
-        for fairy in self._idle.take_all():
-            fairy.close()
+        """Nothing to give back: every call returns its connection."""
 
     def run(self, op: Op, params: Mapping[str, Any]) -> Outcome:
         compiled = self._compiled[op]
-        args = _psycopg_params(compiled, params)
+        args = compiled.args(params)
+        rows = op.returns_rows
         for attempt in (1, 2):
             fairy = self._checkout()
             try:
                 conn: psycopg.Connection[Any] = fairy.driver_connection  # type: ignore[assignment]
-                cur = _cursor_of(fairy, conn)
-                if conn.autocommit:  # the store's own engine: nothing to switch
-                    return _execute(cur, compiled, args, op.returns_rows)
-                conn.autocommit = True
+                cur = None
                 try:
-                    return _execute(cur, compiled, args, op.returns_rows)
-                finally:
-                    if not conn.broken:
-                        conn.autocommit = False
-            except psycopg.Error as e:
-                if conn.broken:
-                    # A connection the server dropped (restart, idle timeout):
-                    # the statement never reached a live server, so run it once
-                    # more on a fresh connection instead of pinging every checkout.
-                    fairy.invalidate(e)
-                    if attempt == 1:
-                        continue
-                    raise unavailable(e) from e
-                raise translate(_wrap_psycopg(e, compiled, self._dialect), self._table) from e
+                    switch = not conn.autocommit  # a caller's engine: autocommit for this call
+                    if switch:
+                        conn.autocommit = True
+                    try:
+                        cur = self._execute(fairy, conn, compiled, args)
+                        return Outcome(cur.fetchall() if rows else [], cur.rowcount)
+                    finally:
+                        if switch and not conn.broken:
+                            conn.autocommit = False
+                except psycopg.Error as e:
+                    fault = self._failures.fault(e, conn, cur)
+                    if _invalidates_pool(fault):
+                        self._engine.pool._invalidate(fairy, e)  # as SQLAlchemy's Connection does
+                    verdict = self._failures.verdict(compiled, fault, e, attempt)
+                    if verdict is not None:
+                        raise verdict from e
             finally:
-                if not self._idle.keep(fairy):
-                    fairy.close()
-        raise AssertionError("unreachable")
+                fairy.close()
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
 
 class AsyncPsycopgRunner:
     """The asyncio twin of :class:`PsycopgRunner`."""
 
     def __init__(
-        self, engine: AsyncEngine, statements: Statements, table: str, keep_connections: bool
+        self,
+        engine: AsyncEngine,
+        statements: Statements,
+        table: str,
+        prepare: bool | None,
+        statement_timeout: float | None = None,
     ) -> None:
+        guard_pool(engine.sync_engine)
         self._engine = engine
-        self._dialect = engine.dialect
         self._compiled = compile_ops(statements, engine.dialect)
-        self._table = table
-        self._idle = IdleConnections(
-            engine.sync_engine.pool, keep_connections, threads_wait_here=False
-        )
+        self._failures = _PsycopgFailures(engine.dialect, table)
+        self._prepare = prepare
+        self._timeout = timeout_ms(statement_timeout)
+
+    async def _execute(
+        self, fairy: PoolProxiedConnection, conn: Any, compiled: CompiledOp, args: Any
+    ) -> Any:
+        cur = _cursor_of(fairy, conn)  # AsyncConnection.cursor() is sync too
+        if self._timeout is None:
+            await cur.execute(compiled.sql, args, prepare=self._prepare)
+        else:
+            async with conn.pipeline():
+                timer = _timer_of(fairy, conn)
+                await timer.execute(_SET_TIMEOUT, (self._timeout,), prepare=self._prepare)
+                await cur.execute(compiled.sql, args, prepare=self._prepare)
+        return cur
 
     async def _checkout(self) -> PoolProxiedConnection:
-        fairy = self._idle.take()
-        if fairy is not None:
-            return fairy
         try:
             return await self._engine.raw_connection()
+        except exc.TimeoutError as e:
+            raise pool_exhausted(self._engine.sync_engine.pool, e) from e
         except Exception as e:
-            raise unavailable(e) from e
-
-    async def release_idle(self) -> None:
-        for fairy in self._idle.take_all():
-            await greenlet_spawn(fairy.close)
+            raise unreachable(e) from e
 
     async def close(self) -> None:
-        for fairy in self._idle.drain():
-            await greenlet_spawn(fairy.close)
+        """Nothing to give back: every call returns its connection."""
 
     async def run(self, op: Op, params: Mapping[str, Any]) -> Outcome:
         compiled = self._compiled[op]
-        args = _psycopg_params(compiled, params)
+        args = compiled.args(params)
+        rows = op.returns_rows
         for attempt in (1, 2):
             fairy = await self._checkout()
             try:
                 conn: psycopg.AsyncConnection[Any] = fairy.driver_connection  # type: ignore[assignment]
-                cur = _cursor_of(fairy, conn)  # AsyncConnection.cursor() is sync too
-                if conn.autocommit:
-                    return await _execute_async(cur, compiled, args, op.returns_rows)
-                await conn.set_autocommit(True)
+                cur = None
                 try:
-                    return await _execute_async(cur, compiled, args, op.returns_rows)
-                finally:
-                    if not conn.broken:
-                        await conn.set_autocommit(False)
-            except psycopg.Error as e:
-                if conn.broken:
-                    await greenlet_spawn(fairy.invalidate, e)
-                    if attempt == 1:
-                        continue
-                    raise unavailable(e) from e
-                raise translate(_wrap_psycopg(e, compiled, self._dialect), self._table) from e
+                    switch = not conn.autocommit
+                    if switch:
+                        await conn.set_autocommit(True)
+                    try:
+                        cur = await self._execute(fairy, conn, compiled, args)
+                        return Outcome(await cur.fetchall() if rows else [], cur.rowcount)
+                    finally:
+                        if switch and not conn.broken:
+                            await conn.set_autocommit(False)
+                except psycopg.Error as e:
+                    fault = self._failures.fault(e, conn, cur)
+                    if _invalidates_pool(fault):
+                        pool = self._engine.sync_engine.pool
+                        await greenlet_spawn(pool._invalidate, fairy, e)
+                    verdict = self._failures.verdict(compiled, fault, e, attempt)
+                    if verdict is not None:
+                        raise verdict from e
             finally:
-                if not self._idle.keep(fairy):
-                    await greenlet_spawn(fairy.close)
-        raise AssertionError("unreachable")
+                await greenlet_spawn(fairy.close)
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+
+def _connection_verdict(
+    op: Op, error: exc.DBAPIError, table: str, may_repeat: bool
+) -> BaseException | None:
+    fault = classify(error, bool(error.connection_invalidated))
+    return judge(op.name, op.repeatable, fault, error, table, may_repeat=may_repeat)
+
+
+_SET_TIMEOUT_PARAM = text("SELECT set_config('statement_timeout', :ms, true)")
 
 
 class EngineRunner:
-    """Runs statements on an ``AUTOCOMMIT`` Connection of the engine (non-psycopg drivers)."""
+    """Runs statements on an ``AUTOCOMMIT`` Connection of the engine (non-psycopg drivers).
 
-    def __init__(self, engine: Engine, table: str) -> None:
-        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    With a ``statement_timeout`` on PostgreSQL, each statement runs in a
+    transaction of its own that sets the bound with ``SET LOCAL`` semantics
+    (two more round trips); on SQLite the bound is the busy timeout, set
+    when the store builds the engine.
+    """
+
+    def __init__(self, engine: Engine, table: str, statement_timeout: float | None = None) -> None:
+        guard_pool(engine)
+        self._timeout = (
+            timeout_ms(statement_timeout) if engine.dialect.name == "postgresql" else None
+        )
+        self._engine = (
+            engine
+            if self._timeout is not None
+            else engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
         self._table = table
 
     def close(self) -> None:
         """Nothing to give back: every call returns its connection."""
 
-    def release_idle(self) -> None:
-        """Nothing is kept."""
+    def _connect(self) -> Connection:
+        try:
+            return self._engine.connect()
+        except exc.TimeoutError as e:
+            raise pool_exhausted(self._engine.pool, e) from e
+        except exc.DBAPIError as e:
+            raise unreachable(e) from e
 
     def run(self, op: Op, params: Mapping[str, Any]) -> Outcome:
-        try:
-            conn = self._engine.connect()
-        except exc.DBAPIError as e:
-            raise unavailable(e) from e
-        with conn:
-            return run_on_connection(conn, op, params, self._table)
+        for attempt in (1, 2):
+            with self._connect() as conn:
+                try:
+                    if self._timeout is None:
+                        return outcome_of(conn.execute(op.statement, params), op.returns_rows)
+                    with conn.begin():
+                        conn.execute(_SET_TIMEOUT_PARAM, {"ms": self._timeout})
+                        return outcome_of(conn.execute(op.statement, params), op.returns_rows)
+                except exc.DBAPIError as e:
+                    verdict = _connection_verdict(op, e, self._table, attempt == 1)
+                    if verdict is e:
+                        raise
+                    if verdict is not None:
+                        raise verdict from e
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
 
 class AsyncEngineRunner:
     """The asyncio twin of :class:`EngineRunner`."""
 
-    def __init__(self, engine: AsyncEngine, table: str) -> None:
-        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    def __init__(
+        self, engine: AsyncEngine, table: str, statement_timeout: float | None = None
+    ) -> None:
+        guard_pool(engine.sync_engine)
+        self._timeout = (
+            timeout_ms(statement_timeout) if engine.dialect.name == "postgresql" else None
+        )
+        self._engine = (
+            engine
+            if self._timeout is not None
+            else engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
         self._table = table
 
     async def close(self) -> None:
         """Nothing to give back: every call returns its connection."""
 
-    async def release_idle(self) -> None:
-        """Nothing is kept."""
-
-    async def run(self, op: Op, params: Mapping[str, Any]) -> Outcome:
+    async def _connect(self) -> AsyncConnection:
         conn = self._engine.connect()
         try:
             await conn.start()
+        except exc.TimeoutError as e:
+            raise pool_exhausted(self._engine.sync_engine.pool, e) from e
         except exc.DBAPIError as e:
-            raise unavailable(e) from e
-        try:
-            return await run_on_async_connection(conn, op, params, self._table)
-        finally:
-            await conn.close()
+            raise unreachable(e) from e
+        return conn
+
+    async def run(self, op: Op, params: Mapping[str, Any]) -> Outcome:
+        for attempt in (1, 2):
+            conn = await self._connect()
+            try:
+                if self._timeout is None:
+                    return outcome_of(await conn.execute(op.statement, params), op.returns_rows)
+                async with conn.begin():
+                    await conn.execute(_SET_TIMEOUT_PARAM, {"ms": self._timeout})
+                    return outcome_of(await conn.execute(op.statement, params), op.returns_rows)
+            except exc.DBAPIError as e:
+                verdict = _connection_verdict(op, e, self._table, attempt == 1)
+                if verdict is e:
+                    raise
+                if verdict is not None:
+                    raise verdict from e
+            finally:
+                await conn.close()
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
 
 def run_on_connection(conn: Connection, op: Op, params: Mapping[str, Any], table: str) -> Outcome:
-    """Run inside the caller's Connection (and its transaction, if one is open)."""
+    """Run inside the caller's Connection (and its transaction, if one is open): no repeat."""
     try:
         return outcome_of(conn.execute(op.statement, params), op.returns_rows)
     except exc.DBAPIError as e:
-        _reraise(e, table)
+        verdict = _connection_verdict(op, e, table, may_repeat=False)
+        if verdict is e or verdict is None:
+            raise
+        raise verdict from e
 
 
 async def run_on_async_connection(
@@ -306,11 +416,7 @@ async def run_on_async_connection(
     try:
         return outcome_of(await conn.execute(op.statement, params), op.returns_rows)
     except exc.DBAPIError as e:
-        _reraise(e, table)
-
-
-def _reraise(error: exc.DBAPIError, table: str) -> NoReturn:
-    translated = translate(error, table)
-    if translated is error:
-        raise error
-    raise translated from error
+        verdict = _connection_verdict(op, e, table, may_repeat=False)
+        if verdict is e or verdict is None:
+            raise
+        raise verdict from e

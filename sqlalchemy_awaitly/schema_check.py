@@ -18,7 +18,7 @@ from sqlalchemy.exc import NoSuchTableError
 from sqlalchemy.sql.elements import ClauseElement
 
 from .errors import SchemaMismatchError, TableMissingError
-from .execution import MIGRATE_HINT, missing_table_message
+from .faults import MIGRATE_HINT, missing_table_message
 from .schema import qualified_name
 
 # The Node.js adapter's own CREATE TABLE differs from the model in two ways the

@@ -34,11 +34,19 @@ from sqlalchemy.sql import Executable, Select
 
 @dataclass(frozen=True, eq=False)
 class Op:
-    """One statement; ``returns_rows`` says whether to fetch rows or a row count."""
+    """One statement; ``returns_rows`` says whether to fetch rows or a row count.
+
+    ``repeatable``: after a connection broke with the statement sent, running
+    it again gives the same state and a true answer (reads, upserts, writes
+    conditional on an owner token). The others (``add``, the deletes) would
+    answer about the repeat, not the first run: for them a lost reply raises
+    ``OutcomeUnknownError``. README: "When the connection breaks".
+    """
 
     name: str
     statement: Executable
     returns_rows: bool
+    repeatable: bool
 
 
 class Statements:
@@ -82,16 +90,22 @@ class Statements:
         was_live = func.coalesce(t.expires_at > now, true()).label("live")
 
         key = bindparam("key", type_=Text)
-        self.get = Op("get", select(t.value).where(t.key == key, live), True)
-        self.exists = Op("exists", select(literal_column("1")).where(t.key == key, live), True)
-        self.set = Op("set", self._upsert_one(key, expiry), False)
-        self.delete = Op("delete", delete(table).where(t.key == key).returning(was_live), True)
+        self.get = Op("get", select(t.value).where(t.key == key, live), True, repeatable=True)
+        self.exists = Op(
+            "exists", select(literal_column("1")).where(t.key == key, live), True, repeatable=True
+        )
+        self.set = Op("set", self._upsert_one(key, expiry), False, repeatable=True)
+        self.delete = Op(
+            "delete", delete(table).where(t.key == key).returning(was_live), True, repeatable=False
+        )
         # Conditional writes, the building blocks of leases: insert unless a
         # live row holds the key; extend or remove a live row only while it
         # still holds the caller's value (its owner token).
         value = bindparam("value", type_=Text)
         expired = t.expires_at.is_not(None) & (t.expires_at <= now)
-        self.add = Op("add", self._upsert_one(key, expiry, only_over=expired), True)
+        self.add = Op(
+            "add", self._upsert_one(key, expiry, only_over=expired), True, repeatable=False
+        )
         # An UPDATE may not name its parameters after columns.
         match_key = bindparam("match_key", type_=Text)
         match_value = bindparam("match_value", type_=Text)
@@ -99,6 +113,7 @@ class Statements:
             "touch",
             update(table).where(t.key == match_key, live).values(expires_at=expiry),
             False,
+            repeatable=True,
         )
         self.touch_if = Op(
             "touch_if",
@@ -106,11 +121,13 @@ class Statements:
             .where(t.key == match_key, t.value == match_value, live)
             .values(expires_at=expiry),
             False,
+            repeatable=True,
         )
         self.delete_if = Op(
             "delete_if",
             delete(table).where(t.key == key, t.value == value).returning(was_live),
             True,
+            repeatable=False,
         )
         # Fenced writes: only while another row (a lease) still holds its
         # owner's value, checked in the same statement. On PostgreSQL the lease
@@ -132,43 +149,63 @@ class Statements:
                 self._insert().from_select(["key", "value", "expires_at"], guarded_rows)
             ).returning(t.key),
             True,
+            repeatable=True,
         )
         self.delete_guarded = Op(
             "delete_guarded",
             delete(table).where(t.key == key, held).returning(literal_column("1")),
             True,
+            repeatable=False,
         )
 
         many = self._key_in_keys()
-        self.get_many = Op("get_many", select(t.key, t.value).where(many, live), True)
+        self.get_many = Op(
+            "get_many", select(t.key, t.value).where(many, live), True, repeatable=True
+        )
+        # Batches lock their rows in key order, inserts and deletes alike, so two
+        # batches over the same keys wait for each other instead of deadlocking.
+        if self.is_postgresql:
+            in_order = select(t.key).where(many).order_by(key_c).with_for_update()
+            many = t.key.in_(in_order.scalar_subquery())
         self.delete_many = Op(
             "delete_many",
             delete(table).where(many).returning(was_live),
             True,
+            repeatable=False,
         )
-        self.set_many = Op("set_many", self._upsert_many(expiry), False)
+        self.set_many = Op("set_many", self._upsert_many(expiry), False, repeatable=True)
 
         match = bindparam("match", type_=Text)
         matches = key_c.like(match, escape="\\") if self.is_postgresql else t.key.op("GLOB")(match)
         lower = key_c >= bindparam("lower", type_=Text)
         upper = key_c < bindparam("upper", type_=Text)
         scan = select(t.key).order_by(key_c)
-        self.scan_exact = Op("scan_exact", scan.where(t.key == key, live), True)
-        self.scan_range = Op("scan_range", scan.where(lower, upper, live), True)
-        self.scan_from = Op("scan_from", scan.where(lower, live), True)
+        self.scan_exact = Op("scan_exact", scan.where(t.key == key, live), True, repeatable=True)
+        self.scan_range = Op("scan_range", scan.where(lower, upper, live), True, repeatable=True)
+        self.scan_from = Op("scan_from", scan.where(lower, live), True, repeatable=True)
         self.scan_range_match = Op(
-            "scan_range_match", scan.where(lower, upper, matches, live), True
+            "scan_range_match",
+            scan.where(lower, upper, matches, live),
+            True,
+            repeatable=True,
         )
-        self.scan_from_match = Op("scan_from_match", scan.where(lower, matches, live), True)
+        self.scan_from_match = Op(
+            "scan_from_match", scan.where(lower, matches, live), True, repeatable=True
+        )
 
         batch = select(t.key).where(expired).limit(bindparam("batch_size", type_=Integer))
-        self.purge_batch = Op("purge_batch", delete(table).where(t.key.in_(batch)), False)
+        if self.is_postgresql:  # rows another transaction is rewriting: the next batch's
+            batch = batch.with_for_update(skip_locked=True)  # so a purge never waits
+        self.purge_batch = Op(
+            "purge_batch", delete(table).where(t.key.in_(batch)), False, repeatable=False
+        )
         self.count = Op(
             "count",
             select(func.count(), func.count().filter(expired)).select_from(table),
             True,
+            repeatable=True,
         )
-        self.sizes = Op("sizes", self._sizes(), True)
+        self.sizes = Op("sizes", self._sizes(), True, repeatable=True)
         self.by_name: dict[str, Op] = {op.name: op for op in self.all_ops()}
 
     def _sizes(self) -> Executable:
@@ -220,7 +257,7 @@ class Statements:
                 .table_valued("k", "v")
                 .render_derived()
             )
-            source = select(rows.c.k, rows.c.v, expiry)
+            source = select(rows.c.k, rows.c.v, expiry).order_by(collate(rows.c.k, "C"))
         else:
             rows = func.json_each(bindparam("items", type_=Text)).table_valued("value")
             source = select(

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from .base import StoreStats, calls_for, closed_error, stats_from, store_options
 from .calls import Call
+from .config import UNSET, Unset
 from .ddl import prepare_table
 from .errors import ConfigurationError
 from .execution import EngineRunner, PsycopgRunner, run_on_connection, uses_psycopg
@@ -50,6 +51,8 @@ class SQLAlchemyKeyValueStore:
         schema: str | None = None,
         create_table: bool = True,
         verify_schema: bool = True,
+        prepare_threshold: int | Unset | None = UNSET,
+        statement_timeout: float | None = None,
     ) -> None:
         if isinstance(engine, AsyncEngine):
             raise ConfigurationError("an AsyncEngine needs AsyncSQLAlchemyKeyValueStore")
@@ -66,6 +69,8 @@ class SQLAlchemyKeyValueStore:
             schema=schema,
             create_table=create_table,
             verify_schema=verify_schema,
+            prepare_threshold=prepare_threshold,
+            statement_timeout=statement_timeout,
             asyncio=False,
         )
         self._options = options
@@ -103,9 +108,15 @@ class SQLAlchemyKeyValueStore:
                 self._statements = statements
                 self._ops = statements.by_name
                 self._runner = (
-                    PsycopgRunner(self.engine, statements, label, self._options.keep_connections)
+                    PsycopgRunner(
+                        self.engine,
+                        statements,
+                        label,
+                        self._options.prepare,
+                        self._options.statement_timeout,
+                    )
                     if uses_psycopg(self.engine.dialect)
-                    else EngineRunner(self.engine, label)
+                    else EngineRunner(self.engine, label, self._options.statement_timeout)
                 )
             return self._runner
 
@@ -178,12 +189,6 @@ class SQLAlchemyKeyValueStore:
     ) -> bool:
         """``delete``, but only while ``guard_key`` holds ``guard_value``; True if a row went."""
         return self._run(self._calls.delete_guarded(key, guard_key, guard_value), connection)
-
-    def release_idle(self) -> None:
-        """Give the connections kept between calls back to the pool (for other work)."""
-        runner = self._runner
-        if runner is not None:
-            runner.release_idle()
 
     def touch(
         self,

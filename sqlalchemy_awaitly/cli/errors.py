@@ -12,7 +12,9 @@ from ..errors import (
     ConfigurationError,
     CorruptStateError,
     InvalidInputError,
+    OutcomeUnknownError,
     SchemaMismatchError,
+    StoreBusyError,
     StoreUnavailableError,
 )
 
@@ -20,6 +22,7 @@ NOT_FOUND = 1
 BAD_INPUT = 2
 UNREACHABLE = 3
 NO_TABLE = 4
+BUSY = 5
 
 
 class Failure(click.ClickException):
@@ -43,6 +46,10 @@ def explained(url: str | None) -> Iterator[None]:
         ) from None
     except CorruptStateError as e:
         raise Failure(str(e), NOT_FOUND) from None
+    except StoreBusyError as e:
+        raise Failure(f"the database is busy, nothing was changed; try again: {e}", BUSY) from None
+    except OutcomeUnknownError as e:
+        raise Failure(str(e), UNREACHABLE) from None
     except (StoreUnavailableError, OperationalError) as e:
         reason = getattr(e, "orig", None) or e
         raise Failure(f"cannot reach the database: {reason}".strip(), UNREACHABLE) from None

@@ -241,8 +241,6 @@ class SyncIO:
         engine = self.backend.engine
         if engine is None:
             raise _no_engine()
-        if self.backend.owns_engine:  # the store may be keeping every pooled connection
-            self.backend.kv.release_idle()
         conn: Connection = engine.connect()
         try:
             if self.backend.owns_engine:  # the store's own engine runs in autocommit
@@ -424,8 +422,6 @@ class AsyncIO:
         engine = self.backend.engine
         if engine is None:
             raise _no_engine()
-        if self.backend.owns_engine:
-            await self.backend.kv.release_idle()
         conn: AsyncConnection = await engine.connect()
         try:
             if self.backend.owns_engine:

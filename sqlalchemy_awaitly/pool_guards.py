@@ -1,0 +1,114 @@
+"""Checks at checkout that keep two kinds of dead connection away from every call.
+
+- **Another process's connection.** A child of ``fork`` (multiprocessing,
+  gunicorn and Celery prefork workers) inherits the pool with its parent's
+  sockets; using one mixes both processes' traffic on one server session.
+  This is SQLAlchemy's recipe from "Using Connection Pools with
+  Multiprocessing or os.fork()": remember which process opened each
+  connection, and hand a foreign one back as disconnected without closing it
+  (closing would end the parent's session; psycopg never closes a connection
+  it garbage-collects in another process either). So workers are safe with
+  or without ``engine.dispose(close=False)`` in the child.
+- **A connection the server has hung up.** An idle PostgreSQL connection
+  whose socket has something to read has been told goodbye (a restart,
+  ``pg_terminate_backend``, ``idle_session_timeout``, a proxy's reset): the
+  server sends nothing else unasked to a session that does not LISTEN. One
+  ``select`` with no wait (about 2 us, against a round trip for
+  ``pool_pre_ping``) finds it before a statement is sent to it, and
+  SQLAlchemy then discards every connection opened before that moment, so
+  after a restart no call fails and none is left to a retry that could not
+  tell whether it ran.
+
+The listeners sit on the engine, so they follow the pool when ``dispose()``
+replaces it; each engine gets them once, whoever created it.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, cast
+
+from sqlalchemy import event, exc
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+
+_OPENED_BY = "sqlalchemy_awaitly.pid"
+
+Listener = Callable[[Any, ConnectionPoolEntry, PoolProxiedConnection], None]
+_guarded: weakref.WeakKeyDictionary[Engine, Listener] = weakref.WeakKeyDictionary()
+_guarding = threading.Lock()
+
+
+def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info[_OPENED_BY] = os.getpid()
+
+
+def hung_up(dbapi_connection: Any) -> bool:
+    """True if the server has closed (or is closing) this idle connection."""
+    inner = getattr(dbapi_connection, "_connection", None)  # SQLAlchemy's async adapters
+    is_closed = getattr(inner, "is_closed", None)  # asyncpg
+    if callable(is_closed) and is_closed():
+        return True
+    fd = _socket_of(dbapi_connection, inner)
+    if fd is None:
+        return False
+    if fd < 0:
+        return True
+    readable, _, _ = select.select([fd], [], [], 0)
+    return bool(readable)
+
+
+def _socket_of(dbapi_connection: Any, inner: Any) -> int | None:
+    """The connection's socket (-1: the driver knows it is closed), or None (no socket)."""
+    for candidate in (dbapi_connection, inner):
+        fileno = getattr(candidate, "fileno", None)  # psycopg, psycopg2
+        if callable(fileno):
+            try:
+                return int(fileno())
+            except Exception:
+                return -1
+    # asyncpg: the event loop reads its socket, but it may not have run since the
+    # goodbye arrived.
+    transport = getattr(inner, "_transport", None)
+    sock = None if transport is None else transport.get_extra_info("socket")
+    return None if sock is None else int(sock.fileno())
+
+
+class _ServerHungUp(exc.DisconnectionError):
+    """Tells the pool to discard every connection opened before now, not just this one."""
+
+    invalidate_pool = True
+
+
+def _checkout_guard(installed_by: int, check_socket: bool) -> Listener:
+    def on_checkout(
+        dbapi_connection: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection
+    ) -> None:
+        pid = os.getpid()
+        # Opened before the guard was added: by the process that added it.
+        opened_by = record.info.setdefault(_OPENED_BY, installed_by)
+        if opened_by != pid:
+            # Forget it, do not close it (the typed interfaces call these read-only).
+            cast(Any, record).dbapi_connection = cast(Any, proxy).dbapi_connection = None
+            raise exc.DisconnectionError(
+                f"connection opened by process {opened_by}, checked out in process {pid}"
+            )
+        if check_socket and hung_up(dbapi_connection):
+            raise _ServerHungUp("the server closed this pooled connection")
+
+    return on_checkout
+
+
+def guard_pool(engine: Engine) -> None:
+    """Add the checkout guard to ``engine`` (the sync engine of an AsyncEngine), once."""
+    with _guarding:
+        if engine in _guarded:
+            return
+        listener = _checkout_guard(os.getpid(), engine.dialect.name == "postgresql")
+        event.listen(engine, "connect", _on_connect)
+        event.listen(engine, "checkout", listener)
+        _guarded[engine] = listener
