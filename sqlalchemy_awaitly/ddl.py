@@ -5,12 +5,12 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-from sqlalchemy import Table, func, inspect, select, text
+from sqlalchemy import Table, exc, func, inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from .errors import TableMissingError
-from .execution import missing_table_message
+from .faults import missing_table_message, sqlstate_of
 from .schema import qualified_name
 from .schema_check import verify_schema
 
@@ -43,33 +43,45 @@ def inspect_table(conn: Connection, table: Table) -> TableInfo:
     return TableInfo(exists=inspect(conn).has_table(table.name, schema=table.schema))
 
 
+# Another session created the same relation first: its commit was not yet
+# visible to our catalog lookups (a duplicate in pg_class or pg_type, DuplicateTable).
+_CREATED_MEANWHILE = frozenset({"23505", "42P07", "42710"})
+
+
 def create_table(conn: Connection, table: Table) -> None:
     """Create the table and its indexes from the model, safely when many processes start.
 
     ``CREATE ... IF NOT EXISTS`` alone races on PostgreSQL (two sessions can
     both pass the check and one fails on the catalog's unique index), so the
-    statements run under a session-level advisory lock, released only after
-    the DDL has committed. SQLite serialises DDL itself.
+    statements run in one transaction that first takes an advisory lock
+    scoped to it. The lock goes with the COMMIT, and PgBouncer in transaction
+    pooling keeps a whole transaction on one server connection, so no lock is
+    ever left on a connection someone else gets. A session that waited for
+    the lock may still look the table up in a catalog cache from before the
+    other's commit (an advisory lock does not refresh it) and fail on the
+    duplicate: its next transaction sees the table, so it simply tries again.
+    SQLite serialises DDL itself.
     """
     if conn.dialect.name != "postgresql":
-        _create(conn, table)
-        return
-    # Session-level, so it works on autocommit and transactional connections alike.
-    lock_id = zlib.crc32(f"sqlalchemy_awaitly:{qualified_name(table)}".encode())
-    with conn.begin():
-        conn.execute(select(func.pg_advisory_lock(lock_id)))
-    try:
-        _create(conn, table)
-    finally:
         with conn.begin():
-            conn.execute(select(func.pg_advisory_unlock(lock_id)))
+            _create(conn, table)
+        return
+    lock_id = zlib.crc32(f"sqlalchemy_awaitly:{qualified_name(table)}".encode())
+    for attempt in (1, 2, 3):
+        try:
+            with conn.begin():
+                conn.execute(select(func.pg_advisory_xact_lock(lock_id)))
+                _create(conn, table)
+            return
+        except exc.DBAPIError as e:
+            if attempt == 3 or sqlstate_of(e) not in _CREATED_MEANWHILE:
+                raise
 
 
 def _create(conn: Connection, table: Table) -> None:
-    with conn.begin():
-        conn.execute(CreateTable(table, if_not_exists=True))
-        for index in sorted(table.indexes, key=lambda i: str(i.name)):
-            conn.execute(CreateIndex(index, if_not_exists=True))
+    conn.execute(CreateTable(table, if_not_exists=True))
+    for index in sorted(table.indexes, key=lambda i: str(i.name)):
+        conn.execute(CreateIndex(index, if_not_exists=True))
 
 
 def prepare_table(conn: Connection, table: Table, create: bool, verify: bool) -> TableInfo:
