@@ -78,8 +78,13 @@ def idempotency_record(
     final_value: Any = None,
     *,
     completed: bool = False,
+    claim_token: str | None = None,
 ) -> str:
-    """``running`` while the run goes on; ``completed`` with ``finalResult`` after success."""
+    """``running`` while the run goes on; ``completed`` with ``finalResult`` after success.
+
+    ``claim_token`` makes a claim's marker unique, so a claim whose reply was
+    lost is recognised by reading the row back (awaitly keeps unknown keys).
+    """
     stamp = now_iso()
     execution: dict[str, Any] = {"status": "completed" if completed else "running"}
     execution["lastUpdated"] = stamp
@@ -90,6 +95,8 @@ def idempotency_record(
         metadata["input"] = input_value
     if completed:
         metadata["finalResult"] = {"ok": True, "value": final_value}
+    if claim_token is not None:
+        metadata["claimToken"] = claim_token
     return to_json({"formatVersion": 1, "steps": {}, "execution": execution, "metadata": metadata})
 
 

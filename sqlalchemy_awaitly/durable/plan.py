@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal, TypeVar
 
-from ..errors import CorruptStateError
+from ..errors import CorruptStateError, OutcomeUnknownError
 from ..snapshot import decode_state
 from .documents import (
     EncodedSteps,
@@ -324,6 +324,9 @@ class RunState:
         self.seen: set[str] = set()
         self.stored_metadata: dict[str, Any] = {}
         self.has_row = False
+        # The newest snapshot text written (or loaded): a lost reply is resolved against it.
+        self.saved_text: str | None = None
+        self.saved_seq = 0
         self.stop: Result[Any, Any] | None = None
         self.usage_error: DurableUsageError | None = None
         self._seq = 0
@@ -407,12 +410,14 @@ def run_plan(o: RunOptions) -> Plan[Result[Any, Any]]:
     marker: str | None = None
     claimed = False
     if o.idempotency_key is not None:
-        marker = idempotency_record(o.workflow_id, o.idempotency_key, o.input)
+        marker = idempotency_record(
+            o.workflow_id, o.idempotency_key, o.input, claim_token=uuid.uuid4().hex
+        )
         try:
             text = yield Load(o.idempotency_row)
             if text is None:
                 # Claim the key in one statement: of two callers, one wins.
-                claimed = yield Acquire(o.idempotency_row, marker, o.retention)
+                claimed = yield from acquire(o.idempotency_row, marker, o.retention)
                 if not claimed:
                     text = yield Load(o.idempotency_row)
         except Exception as e:
@@ -434,7 +439,7 @@ def run_plan(o: RunOptions) -> Plan[Result[Any, Any]]:
         busy = isinstance(result.error, ConcurrentExecution)
         if claimed or not busy:  # free the key; a running holder keeps its own
             try:
-                yield Delete(o.idempotency_row)
+                yield from delete_unguarded(o.idempotency_row)
             except Exception:
                 log.warning("could not free idempotency key %r", o.idempotency_key)
     return result
@@ -475,7 +480,7 @@ def _leased(o: RunOptions, remark: str | None) -> Plan[Result[Any, Any]]:
             o.heartbeat_interval,
         )
         try:
-            acquired = yield Acquire(lease.key, lease.value, lease.ttl)
+            acquired = yield from acquire(lease.key, lease.value, lease.ttl)
         except Exception as e:
             return Err(PersistenceFailed(o.workflow_id, "load", e, "the lease"))
         if not acquired:
@@ -499,7 +504,7 @@ def _leased(o: RunOptions, remark: str | None) -> Plan[Result[Any, Any]]:
     finally:
         if lease is not None:
             try:
-                yield Release(lease.key, lease.value)
+                yield from release(lease)
             except Exception:
                 log.warning("could not release the lease of %r; it expires", o.workflow_id)
 
@@ -510,6 +515,7 @@ def _loaded(o: RunOptions, state: RunState) -> Plan[Result[Any, Any]]:
     except Exception as e:
         return Err(PersistenceFailed(o.workflow_id, "load", e))
     if text is not None:
+        state.saved_text = text
         try:
             snapshot: dict[str, Any] | None = decode_state(o.state_key, text)
         except CorruptStateError as e:
@@ -523,7 +529,7 @@ def _loaded(o: RunOptions, state: RunState) -> Plan[Result[Any, Any]]:
                 answer = yield Call(o.on_version_mismatch, (info,))
             if answer == "clear":
                 try:
-                    yield Delete(o.state_key)
+                    yield from delete_unguarded(o.state_key)
                 except Exception as e:
                     return Err(PersistenceFailed(o.workflow_id, "delete", e))
                 snapshot = None
@@ -575,11 +581,14 @@ def _ended(o: RunOptions, state: RunState, result: Result[Any, Any]) -> Plan[Res
         if o.idempotency_key is not None:
             check_json(result.value, "the workflow's return value (kept for its idempotency key)")
         try:
-            deleted = yield Delete(o.state_key, state.guard)
+            if state.guard is None:
+                yield from delete_unguarded(o.state_key)
+            else:
+                deleted = yield from delete_guarded(o.state_key, state.guard, state.saved_text)
+                if state.has_row and not deleted:
+                    return lease_lost
         except Exception as e:
             return Err(PersistenceFailed(o.workflow_id, "delete", e))
-        if state.guard is not None and state.has_row and not deleted:
-            return lease_lost
         if o.idempotency_key is not None:
             done = idempotency_record(
                 o.workflow_id, o.idempotency_key, o.input, result.value, completed=True
@@ -678,7 +687,7 @@ def _run_and_record(
                 saved = yield Save(o.state_key, text, None, tx, state.guard, seq)
                 if saved is not False:
                     tx, done = None, tx
-                    yield Finish(done, True)
+                    yield from commit(done, o.state_key, text)
             else:
                 if tx is not None:
                     tx, done = None, tx
@@ -691,6 +700,8 @@ def _run_and_record(
             state.forget(key)
             state.emit("persist_error", key, e)
             raise state.end(Err(PersistenceFailed(o.workflow_id, "save", e))) from None
+        if saved is not False and seq > state.saved_seq:
+            state.saved_text, state.saved_seq = text, seq
         if saved is False:  # the lease changed hands: this owner may write no more
             state.forget(key)
             assert state.lease is not None
@@ -700,6 +711,62 @@ def _run_and_record(
         if tx is not None:  # rolled back: raised past us, or the lease was lost
             yield Finish(tx, False)
     return result
+
+
+# --- lost replies -------------------------------------------------------------
+# The store raises OutcomeUnknownError where a repeat would answer wrongly;
+# these writes carry a unique value (a lease token, a claim marker, the
+# snapshot text), so reading it back tells what happened. README: "When the
+# connection breaks".
+
+
+def acquire(key: str, value: str, ttl: float | None) -> Plan[bool]:
+    """Insert ``key`` = ``value`` unless a live row holds it; True if this call did."""
+    try:
+        return bool((yield Acquire(key, value, ttl)))
+    except OutcomeUnknownError:
+        current = yield Load(key)
+        if current is not None:
+            return bool(current == value)
+        return bool((yield Acquire(key, value, ttl)))  # not there: the insert did not commit
+
+
+def delete_guarded(key: str, guard: tuple[str, str], saved_text: str | None) -> Plan[bool]:
+    """Delete the run's row while its lease holds; True if it is gone."""
+    try:
+        return bool((yield Delete(key, guard)))
+    except OutcomeUnknownError:
+        current = yield Load(key)
+        if current is None:
+            return True
+        if current != saved_text:
+            return False  # another owner wrote it: the lease had changed hands
+        return bool((yield Delete(key, guard)))
+
+
+def delete_unguarded(key: str) -> Plan[None]:
+    """Delete ``key``: only that it is gone matters, so a lost reply is a reason to repeat."""
+    try:
+        yield Delete(key)
+    except OutcomeUnknownError:
+        yield Delete(key)
+
+
+def release(lease: Lease) -> Plan[None]:
+    try:
+        yield Release(lease.key, lease.value)
+    except OutcomeUnknownError:
+        yield Release(lease.key, lease.value)  # removes it only while it is still ours
+
+
+def commit(tx: Any, key: str, text: str) -> Plan[None]:
+    """Commit a transactional step; if the reply to COMMIT is lost, its checkpoint says."""
+    try:
+        yield Finish(tx, True)
+    except Exception:
+        if (yield Load(key)) != text:
+            raise  # rolled back: the step's writes went with it, it runs again next time
+        log.warning("the reply to a step's COMMIT was lost; its checkpoint shows it committed")
 
 
 def _outcome_of(state: RunState, key: str, raw: Any) -> tuple[dict[str, Any], Result[Any, Any]]:
