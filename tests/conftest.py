@@ -8,6 +8,7 @@ each coroutine on the test's own event loop, so one test body serves both.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import uuid
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pgbouncer_server import LocalPgBouncer, PgBouncerUnavailable, PoolMode, provide_pgbouncer
 from postgres_server import LocalPostgres, PostgresUnavailable, provide_postgres
 from sqlalchemy import Engine, MetaData, Table, create_engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -220,3 +222,27 @@ def no_connection_leaks() -> Iterator[None]:
     event.remove(Pool, "checkout", checkout)
     event.remove(Pool, "checkin", checkin)
     assert not out, f"{len(out)} pooled connection(s) never returned"
+
+
+# --- PgBouncer -------------------------------------------------------------------
+# A client starved of a server connection errors out after this, rather than hanging.
+SETTINGS = {"query_wait_timeout": 10}
+
+
+def bouncer_or_fail(
+    server: PostgresHandle | LocalPostgres | str, pool_mode: PoolMode, **options: Any
+) -> Iterator[LocalPgBouncer]:
+    """A started PgBouncer; like ``postgres``, in CI a missing one fails, elsewhere it skips."""
+    if isinstance(server, PostgresHandle):
+        server = server.server or server.url
+    options.setdefault("settings", SETTINGS)
+    try:
+        with provide_pgbouncer(server, pool_mode, **options) as bouncer:
+            yield bouncer
+    except PgBouncerUnavailable as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs PgBouncer and none could be started: {e}")
+        pytest.skip(f"no PgBouncer: {e}")
+
+
+bouncer_for = contextlib.contextmanager(bouncer_or_fail)
