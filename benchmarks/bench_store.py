@@ -10,17 +10,24 @@ same conditions.
 1. One connection: ops/s of ``set``, ``get`` (hit), ``get`` (miss),
    ``exists`` and ``delete`` through ``SQLAlchemyKeyValueStore(url)``, next to
    the floor: one raw psycopg connection, autocommit, running the store's own
-   SQL text (compiled from its statements) with ``prepare=True``.
+   SQL text (compiled from its statements) with the same prepare setting:
+   (a) the default store, which never prepares (safe behind PgBouncer), against
+   ``prepare=False``; (b) ``prepare_threshold=0`` against ``prepare=True``;
+   (c) what the default costs: (a)'s store against (b)'s.
    Targets: reads >= 0.80 of the floor, writes >= 0.90.
 2. Batches: ``set_many`` / ``get_many`` of 1,000 keys against 1,000 single
    ``set`` / ``get`` calls. Target: >= 10x faster.
 3. Eight threads sharing one store (pool of 8) against eight threads with a
-   raw connection each, same prepared SQL, ``get`` hits and ``set``.
+   raw connection each, same SQL, neither preparing, ``get`` hits and ``set``.
    Target: >= 0.70 of the raw total ops/s.
 4. ``keys("bench:scan:*")`` on tables of 100k and 1M rows (10k and 100k with
    ``--quick``), 1% of keys matching: ms per call, keys returned, and the top
    plan node for the statement the store sends (generic and custom plan, and
    which of the two the store's prepared statement actually ran with).
+5. Behind a PgBouncer (transaction pooling) that the script starts in front
+   of the server, if the ``pgbouncer`` binary is installed: ``get`` and
+   ``set`` of the default store against raw psycopg ``prepare=False``, both
+   through it. Targets as in 1.
 
 Run from the project root::
 
@@ -263,10 +270,12 @@ def store_loop(call: Callable[[str], object], names: Sequence[str]) -> Timed:
     return run
 
 
-def raw_loop(cur: psycopg.Cursor[Any], query: str, params: Sequence[Params], fetch: bool) -> Timed:
+def raw_loop(
+    cur: psycopg.Cursor[Any], query: str, params: Sequence[Params], fetch: bool, prepare: bool
+) -> Timed:
     def run() -> None:
         for p in params:
-            cur.execute(query, p, prepare=True)
+            cur.execute(query, p, prepare=prepare)
             if fetch:
                 cur.fetchall()
 
@@ -345,7 +354,12 @@ def rate_row(case: Case, ops: int, pairs: Pairs) -> list[str]:
 
 
 def measure_single(
-    store: SQLAlchemyKeyValueStore, cur: psycopg.Cursor[Any], query: str, case: Case, pairs: int
+    store: SQLAlchemyKeyValueStore,
+    cur: psycopg.Cursor[Any],
+    query: str,
+    case: Case,
+    pairs: int,
+    prepare: bool,
 ) -> list[str]:
     ops: list[int] = []
 
@@ -355,7 +369,7 @@ def measure_single(
         raw_params = [case.raw_params(n) for n in raw_names]
         return (
             timed(store_loop(case.store_call, store_names)),
-            timed(raw_loop(cur, query, raw_params, case.fetch)),
+            timed(raw_loop(cur, query, raw_params, case.fetch, prepare)),
         )
 
     paired(2, make)  # warm-up: psycopg prepares a statement on its 5th use, on both sides
@@ -363,18 +377,65 @@ def measure_single(
 
 
 def section_single(
-    store: SQLAlchemyKeyValueStore, conninfo: str, s: Settings, fresh: Fresh
+    store: SQLAlchemyKeyValueStore,
+    conninfo: str,
+    s: Settings,
+    fresh: Fresh,
+    prepare: bool,
+    title: str,
+    cases: Sequence[str] | None = None,
 ) -> list[list[str]]:
+    """The store against raw psycopg with the same prepare setting, on one connection."""
     queries = store_sql(store)
     with raw_connect(conninfo) as raw, raw.cursor() as cur:
         rows = [
-            measure_single(store, cur, queries[case.op], case, s.pairs)
+            measure_single(store, cur, queries[case.op], case, s.pairs, prepare)
             for case in single_cases(store, s, fresh)
+            if cases is None or case.label in cases
         ]
     print_table(
-        f"1. One connection, store vs raw psycopg ({s.pairs} chunk pairs; "
-        f"{s.read_chunk} reads or {s.write_chunk} writes per chunk)",
+        f"{title} ({s.pairs} chunk pairs; {s.read_chunk} reads or {s.write_chunk} writes "
+        "per chunk)",
         RATE_HEADERS,
+        rows,
+    )
+    return rows
+
+
+def section_prepare_cost(
+    safe: SQLAlchemyKeyValueStore, prepared: SQLAlchemyKeyValueStore, s: Settings, fresh: Fresh
+) -> list[list[str]]:
+    """What never preparing costs: the default store against one that prepares at once."""
+    rows = []
+    for safe_case, prepared_case in zip(
+        single_cases(safe, s, fresh), single_cases(prepared, s, fresh), strict=True
+    ):
+        ops: list[int] = []
+
+        def make(
+            a: Case = safe_case, b: Case = prepared_case, ops: list[int] = ops
+        ) -> tuple[Measure, Measure]:
+            first, second = a.names(), b.names()
+            ops.append(len(first))
+            return timed(store_loop(a.store_call, first)), timed(store_loop(b.store_call, second))
+
+        paired(2, make)
+        pairs = paired(s.pairs, make)
+        q1, ratio, q3 = quartiles(pairs.ratios())
+        never, always = pairs.wall()
+        rows.append(
+            [
+                safe_case.label,
+                f"{ops[0] / never:,.0f}",
+                f"{ops[0] / always:,.0f}",
+                f"{ratio:.2f}",
+                f"{q1:.2f}-{q3:.2f}",
+            ]
+        )
+    print_table(
+        "1c. The cost of the PgBouncer-safe default: never preparing vs preparing at once "
+        f"(both the store; {s.pairs} chunk pairs)",
+        ["operation", "never ops/s", "prepared ops/s", "never/prepared", "p25-p75"],
         rows,
     )
     return rows
@@ -495,13 +556,13 @@ def measure_threads(
         raw_side = [[case.raw_params(n) for n in case.names()] for _ in range(THREADS)]
         ops.append(sum(len(names) for names in store_side))
         raw_workers = [
-            raw_loop(c, query, p, case.fetch) for c, p in zip(cursors, raw_side, strict=True)
+            raw_loop(c, query, p, case.fetch, False) for c, p in zip(cursors, raw_side, strict=True)
         ]
         return in_threads([store_loop(case.store_call, n) for n in store_side]), in_threads(
             raw_workers
         )
 
-    paired(2, make)  # warm-up: fills the pool, prepares the statement on every connection
+    paired(2, make)  # warm-up: fills the pool
     return rate_row(case, ops[0], paired(pairs, make))
 
 
@@ -519,7 +580,8 @@ def section_threads(url: str, conninfo: str, s: Settings, fresh: Fresh) -> list[
             for case in thread_cases(store, s, fresh)
         ]
     print_table(
-        f"3. {THREADS} threads: one store (pool of {THREADS}) vs {THREADS} raw connections "
+        f"3. {THREADS} threads: one store (pool of {THREADS}) vs {THREADS} raw connections, "
+        "neither preparing "
         f"({s.pairs} chunk pairs; {s.thread_read_chunk} gets or {s.thread_write_chunk} sets "
         f"per thread per chunk)",
         RATE_HEADERS,
@@ -585,9 +647,8 @@ def node(plan_line: str) -> str:
 
 def plans_used(store: SQLAlchemyKeyValueStore, table: str) -> str:
     """How often the store's prepared scan ran with a generic / a custom plan."""
-    # The scans ran on the connection the store kept, so ask on that one.
-    idle = store._runner._idle  # type: ignore[union-attr]
-    fairy = idle.take() or store.engine.raw_connection()
+    # One connection in the store's pool (the scans ran one at a time): ask on it.
+    fairy = store.engine.raw_connection()
     try:
         conn: psycopg.Connection[Any] = fairy.driver_connection  # type: ignore[assignment]
         row = conn.execute(
@@ -596,8 +657,7 @@ def plans_used(store: SQLAlchemyKeyValueStore, table: str) -> str:
             [f"%{table}%"],
         ).fetchone()
     finally:
-        if not idle.keep(fairy):
-            fairy.close()
+        fairy.close()
     if row is None or row[0] is None:
         return "not prepared"
     return f"{row[0]} generic / {row[1]} custom"
@@ -653,6 +713,36 @@ def section_scans(url: str, conninfo: str, s: Settings) -> list[list[str]]:
     return rows
 
 
+# --- 5. behind PgBouncer ------------------------------------------------------------------
+
+
+def section_pgbouncer(url: str, conninfo: str, s: Settings, fresh: Fresh) -> list[list[str]]:
+    """get/set through PgBouncer in transaction pooling, against raw psycopg through it."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from pgbouncer_server import (  # type: ignore[import-not-found, unused-ignore]
+        PgBouncerUnavailable,
+        provide_pgbouncer,
+    )
+
+    try:
+        with provide_pgbouncer(url, "transaction") as bouncer:
+            proxied = bouncer.url
+            with SQLAlchemyKeyValueStore(proxied, table_name=TABLE) as store:
+                return section_single(
+                    store,
+                    conninfo_of(proxied),
+                    s,
+                    fresh,
+                    False,
+                    f"5. Behind PgBouncer {'.'.join(map(str, bouncer.version))}, transaction "
+                    "pooling: the default store vs raw psycopg prepare=False, both through it",
+                    cases=("get (hit)", "set"),
+                )
+    except PgBouncerUnavailable as e:
+        print(f"\n5. Behind PgBouncer: skipped ({e})")
+        return []
+
+
 # --- main -------------------------------------------------------------------------------
 
 
@@ -681,11 +771,32 @@ def run(url: str, s: Settings, mode: str) -> None:
     with raw_connect(conninfo) as admin:
         drop_table(admin, TABLE)
     try:
-        with SQLAlchemyKeyValueStore(url, table_name=TABLE) as store:
+        with (
+            SQLAlchemyKeyValueStore(url, table_name=TABLE) as store,
+            SQLAlchemyKeyValueStore(url, table_name=TABLE, prepare_threshold=0) as prepared,
+        ):
             store.set_many((k, VALUE) for k in keys("hit", HITS))  # what the reads find
-            single = section_single(store, conninfo, s, fresh)
+            single = section_single(
+                store,
+                conninfo,
+                s,
+                fresh,
+                False,
+                "1a. One connection, the default store "
+                "(never prepares) vs raw psycopg prepare=False",
+            )
+            single += section_single(
+                prepared,
+                conninfo,
+                s,
+                fresh,
+                True,
+                "1b. One connection, prepare_threshold=0 vs raw psycopg prepare=True",
+            )
+            section_prepare_cost(store, prepared, s, fresh)
             batch = section_batch(store, s, fresh)
         threads = section_threads(url, conninfo, s, fresh)
+        single += section_pgbouncer(url, conninfo, s, fresh)
     finally:
         with raw_connect(conninfo) as admin:
             drop_table(admin, TABLE)
