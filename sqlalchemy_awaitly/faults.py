@@ -14,6 +14,7 @@ from enum import Enum
 
 from .errors import (
     OutcomeUnknownError,
+    PoolExhaustedError,
     StatementTimeoutError,
     StoreUnavailableError,
     TableMissingError,
@@ -35,6 +36,7 @@ class Fault(Enum):
     TIMEOUT = "the statement timed out"
     CONFLICT = "deadlock or serialization failure"
     MISSING_TABLE = "the table is missing"
+    BOUNCER_BUSY = "PgBouncer found no server connection in time"
     OTHER = "the database refused the statement"
 
 
@@ -57,6 +59,8 @@ def classify(error: BaseException, disconnected: bool) -> Fault:
     code = sqlstate_of(error)
     if code in NOT_RUN_SQLSTATES:
         return Fault.NOT_RUN
+    if "query_wait_timeout" in str(error):  # the query waited in PgBouncer, never reached a server
+        return Fault.BOUNCER_BUSY
     if disconnected:
         return Fault.LOST
     if code == "42P01" or "no such table" in str(getattr(error, "orig", error)):
@@ -101,6 +105,12 @@ def judge(
     """
     if fault is Fault.MISSING_TABLE:
         return TableMissingError(missing_table_message(table))
+    if fault is Fault.BOUNCER_BUSY:
+        return PoolExhaustedError(
+            f"{op_name}: PgBouncer had no server connection free within its query_wait_timeout, "
+            f"so nothing ran (raise its pool size, or hold connections for less time): "
+            f"{_reason(error)}"
+        )
     if fault is Fault.TIMEOUT:
         return StatementTimeoutError(
             f"{op_name}: the database cancelled the statement, nothing was written: "
