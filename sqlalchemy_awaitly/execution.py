@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import psycopg
 from sqlalchemy import exc, text
@@ -297,6 +297,19 @@ def _connection_verdict(
 
 
 _SET_TIMEOUT_PARAM = text("SELECT set_config('statement_timeout', :ms, true)")
+AnyEngine = TypeVar("AnyEngine", Engine, AsyncEngine)
+
+
+def _server_timeout(dialect: Dialect, seconds: float | None) -> str | None:
+    """The bound to set per statement; SQLite's busy timeout is the engine's own."""
+    return timeout_ms(seconds) if dialect.name == "postgresql" else None
+
+
+def _statement_engine(engine: AnyEngine, timeout: str | None) -> AnyEngine:
+    """AUTOCOMMIT, unless each statement needs a transaction of its own for its timeout."""
+    if timeout is not None:
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 class EngineRunner:
@@ -310,14 +323,8 @@ class EngineRunner:
 
     def __init__(self, engine: Engine, table: str, statement_timeout: float | None = None) -> None:
         guard_pool(engine)
-        self._timeout = (
-            timeout_ms(statement_timeout) if engine.dialect.name == "postgresql" else None
-        )
-        self._engine = (
-            engine
-            if self._timeout is not None
-            else engine.execution_options(isolation_level="AUTOCOMMIT")
-        )
+        self._timeout = _server_timeout(engine.dialect, statement_timeout)
+        self._engine = _statement_engine(engine, self._timeout)
         self._table = table
 
     def close(self) -> None:
@@ -356,14 +363,8 @@ class AsyncEngineRunner:
         self, engine: AsyncEngine, table: str, statement_timeout: float | None = None
     ) -> None:
         guard_pool(engine.sync_engine)
-        self._timeout = (
-            timeout_ms(statement_timeout) if engine.dialect.name == "postgresql" else None
-        )
-        self._engine = (
-            engine
-            if self._timeout is not None
-            else engine.execution_options(isolation_level="AUTOCOMMIT")
-        )
+        self._timeout = _server_timeout(engine.dialect, statement_timeout)
+        self._engine = _statement_engine(engine, self._timeout)
         self._table = table
 
     async def close(self) -> None:
