@@ -43,39 +43,55 @@ _guarded: weakref.WeakKeyDictionary[Engine, Listener] = weakref.WeakKeyDictionar
 _guarding = threading.Lock()
 
 
+# This process's id, kept current across fork: os.getpid() is a system call,
+# and the guard runs at every checkout.
+_pid = os.getpid()
+
+
+def _after_fork_in_child() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-    record.info[_OPENED_BY] = os.getpid()
+    record.info[_OPENED_BY] = _pid
 
 
 def hung_up(dbapi_connection: Any) -> bool:
     """True if the server has closed (or is closing) this idle connection."""
-    inner = getattr(dbapi_connection, "_connection", None)  # SQLAlchemy's async adapters
-    is_closed = getattr(inner, "is_closed", None)  # asyncpg
-    if callable(is_closed) and is_closed():
-        return True
-    fd = _socket_of(dbapi_connection, inner)
+    fd = _socket_of(dbapi_connection)
     if fd is None:
         return False
     if fd < 0:
         return True
-    readable, _, _ = select.select([fd], [], [], 0)
+    readable, _, _ = select.select((fd,), (), (), 0)
     return bool(readable)
 
 
-def _socket_of(dbapi_connection: Any, inner: Any) -> int | None:
+def _socket_of(dbapi_connection: Any) -> int | None:
     """The connection's socket (-1: the driver knows it is closed), or None (no socket)."""
-    for candidate in (dbapi_connection, inner):
-        fileno = getattr(candidate, "fileno", None)  # psycopg, psycopg2
-        if callable(fileno):
-            try:
-                return int(fileno())
-            except Exception:
-                return -1
-    # asyncpg: the event loop reads its socket, but it may not have run since the
-    # goodbye arrived.
-    transport = getattr(inner, "_transport", None)
-    sock = None if transport is None else transport.get_extra_info("socket")
-    return None if sock is None else int(sock.fileno())
+    fileno = getattr(dbapi_connection, "fileno", None)  # psycopg, psycopg2
+    if fileno is None:
+        inner = getattr(dbapi_connection, "_connection", None)  # SQLAlchemy's async adapters
+        if inner is None:
+            return None
+        is_closed = getattr(inner, "is_closed", None)  # asyncpg
+        if is_closed is not None and is_closed():
+            return -1
+        fileno = getattr(inner, "fileno", None)  # psycopg's AsyncConnection
+        if fileno is None:
+            # asyncpg: the event loop reads its socket, but it may not have run
+            # since the goodbye arrived.
+            transport = getattr(inner, "_transport", None)
+            sock = None if transport is None else transport.get_extra_info("socket")
+            return None if sock is None else int(sock.fileno())
+    try:
+        return int(fileno())
+    except Exception:
+        return -1  # the driver already knows it is closed
 
 
 class _ServerHungUp(exc.DisconnectionError):
@@ -88,7 +104,7 @@ def _checkout_guard(installed_by: int, check_socket: bool) -> Listener:
     def on_checkout(
         dbapi_connection: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection
     ) -> None:
-        pid = os.getpid()
+        pid = _pid
         # Opened before the guard was added: by the process that added it.
         opened_by = record.info.setdefault(_OPENED_BY, installed_by)
         if opened_by != pid:
@@ -108,7 +124,7 @@ def guard_pool(engine: Engine) -> None:
     with _guarding:
         if engine in _guarded:
             return
-        listener = _checkout_guard(os.getpid(), engine.dialect.name == "postgresql")
+        listener = _checkout_guard(_pid, engine.dialect.name == "postgresql")
         event.listen(engine, "connect", _on_connect)
         event.listen(engine, "checkout", listener)
         _guarded[engine] = listener
