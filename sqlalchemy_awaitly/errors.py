@@ -34,7 +34,8 @@ class TableMissingError(SchemaMismatchError):
 
 
 class StoreUnavailableError(AwaitlyStoreError):
-    """The database could not be reached; the call did nothing and may be repeated.
+    """The database could not be reached, or the connection broke under a call that is
+    safe to repeat: repeating it is safe.
 
     Raised after the store has already repeated what it safely could (see
     "When the connection breaks" in the README).

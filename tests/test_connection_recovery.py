@@ -203,7 +203,7 @@ def test_200_tasks_on_a_small_pool_fare_like_plain_sqlalchemy(
 def test_an_exhausted_pool_is_its_own_error_after_one_timeout(
     kind: str, postgres: PostgresHandle, table_name: str, loop: asyncio.AbstractEventLoop
 ) -> None:
-    timeout = 0.5
+    timeout = 1.0
     pool = {"pool_size": 2, "max_overflow": 0, "pool_timeout": timeout}
     try:
         with store_of_kind(kind, postgres.url, loop, table_name=table_name, pool=pool) as store:
@@ -219,7 +219,7 @@ def test_an_exhausted_pool_is_its_own_error_after_one_timeout(
                     store.get("k")
                 waited = time.monotonic() - started
                 assert "could not be reached" not in str(caught.value)
-                assert timeout * 0.9 <= waited < timeout * 1.8, waited
+                assert timeout * 0.9 <= waited < timeout * 1.9, waited  # once, not twice
             finally:
                 for conn in held:
                     closing = conn.close()
