@@ -228,3 +228,57 @@ def test_an_exhausted_pool_is_its_own_error_after_one_timeout(
             assert store.get("k") == "v"
     finally:
         drop_table(create_engine(postgres.url), table_name)
+
+
+# --- interrupted calls -------------------------------------------------------------
+
+
+def _wait_for_a_lock_wait(url: str) -> None:
+    """Until some backend waits for a lock (bounded: 10 s)."""
+    engine = create_engine(url)
+    try:
+        deadline = time.monotonic() + 10
+        with engine.connect() as conn:
+            while time.monotonic() < deadline:
+                waiting = conn.execute(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                ).scalar_one()
+                if waiting:
+                    return
+                conn.rollback()
+                time.sleep(0.02)
+        raise AssertionError("the statement never reached its lock wait")
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("kind", ["own-psycopg_async", "caller-psycopg_async"])
+def test_a_cancelled_call_never_hands_its_statement_to_the_next(
+    kind: str, postgres: PostgresHandle, table_name: str, loop: asyncio.AbstractEventLoop
+) -> None:
+    pool = {"pool_size": 1, "max_overflow": 0}
+    locker = create_engine(postgres.url)
+    try:
+        with store_of_kind(kind, postgres.url, loop, table_name=table_name, pool=pool) as view:
+            view.set("k", "before")
+            store = view._target
+            with locker.connect() as holder:
+                holder.execute(text(f"SELECT * FROM {table_name} WHERE key = 'k' FOR UPDATE"))
+
+                async def cancel_a_blocked_call() -> None:
+                    task = asyncio.ensure_future(store.set("k", "blocked"))
+                    await asyncio.to_thread(_wait_for_a_lock_wait, postgres.url)
+                    task.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await task
+
+                loop.run_until_complete(cancel_a_blocked_call())
+                holder.rollback()
+            # The pool's one connection was busy with the cancelled statement:
+            # the next calls get a fresh one and their own answers.
+            assert view.get("missing") is None
+            view.set("k", "after")
+            assert view.get("k") == "after"
+    finally:
+        locker.dispose()
+        drop_table(create_engine(postgres.url), table_name)
