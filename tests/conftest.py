@@ -24,6 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sqlalchemy_awaitly import AsyncSQLAlchemyKeyValueStore, SQLAlchemyKeyValueStore
 
+# awaitly 1.35's own rows and store calls, captured from Node.js (copied from the
+# project's spec so that the repository stands alone).
+AWAITLY_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "awaitly-1.35"
+
 
 class PostgresHandle:
     def __init__(self, url: str, server: LocalPostgres | None) -> None:

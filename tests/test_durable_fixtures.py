@@ -1,6 +1,6 @@
 """The captured awaitly 1.35 store calls: Python writes the same rows, and resumes them.
 
-Every fixture in ``../shared/spec/fixtures/awaitly-1.35/`` is a list of the
+Every fixture in ``tests/fixtures/awaitly-1.35/`` is a list of the
 ``save``/``delete`` calls awaitly's ``durable.run`` made. Python, running the
 same workflow, must make the same calls with the same documents (timestamps
 and stack traces aside); and from each saved snapshot (a crash at that point)
@@ -10,15 +10,15 @@ a Python run must resume as awaitly would.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import AWAITLY_FIXTURES
 
 from sqlalchemy_awaitly import durable
 from sqlalchemy_awaitly.durable import Err, MemoryStore, Ok, UnexpectedError
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "spec" / "fixtures" / "awaitly-1.35"
+FIXTURES = AWAITLY_FIXTURES
 PREFIX = "workflow:state:"
 NAMES = sorted(p.stem for p in FIXTURES.glob("*.json"))
 

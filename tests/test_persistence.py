@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import AWAITLY_FIXTURES
 
 from sqlalchemy_awaitly import (
     CorruptStateError,
@@ -14,7 +15,7 @@ from sqlalchemy_awaitly import (
     create_state_persistence,
 )
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "spec" / "fixtures" / "awaitly-1.35"
+FIXTURES = AWAITLY_FIXTURES
 FIXTURE_FILES = sorted(FIXTURES.glob("*.json"))
 
 
