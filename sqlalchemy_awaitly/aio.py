@@ -250,9 +250,7 @@ class AsyncSQLAlchemyKeyValueStore:
         """Dispose the engine if this store built it; a caller's engine is left alone."""
         async with self._lock:
             self._closed = True
-            runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.close()
+            self._runner = None
         if self._owns_engine:
             await self.engine.dispose()
 

@@ -81,14 +81,16 @@ def pool_exhausted(pool: Pool, error: BaseException) -> PoolExhaustedError:
     )
 
 
+# Cursors kept with each pooled (sync or async) connection, under these keys
+# of its ``info``: a new one per call costs about 10 us.
 _CURSOR = "sqlalchemy_awaitly.cursor"
+_TIMER = "sqlalchemy_awaitly.timer"  # the statement timeout's, in the same pipeline
 
 
-def _cursor_of(fairy: PoolProxiedConnection, conn: Any) -> Any:
-    """A cursor kept with the pooled (sync or async) connection: a new one per call costs ~10 us."""
-    cur = fairy.info.get(_CURSOR)
+def _kept_cursor(fairy: PoolProxiedConnection, conn: Any, slot: str = _CURSOR) -> Any:
+    cur = fairy.info.get(slot)
     if cur is None or cur.connection is not conn or cur.closed:
-        cur = fairy.info[_CURSOR] = conn.cursor()
+        cur = fairy.info[slot] = conn.cursor()  # AsyncConnection.cursor() is sync too
     return cur
 
 
@@ -126,19 +128,10 @@ def _invalidates_pool(fault: Fault) -> bool:
 # PgBouncer's transaction pooling to hand on (a session SET would be), no
 # startup parameter for PgBouncer to refuse.
 _SET_TIMEOUT = "SELECT set_config('statement_timeout', %s, true)"
-_TIMER = "sqlalchemy_awaitly.timer"
 
 
 def timeout_ms(seconds: float | None) -> str | None:
     return None if seconds is None else str(max(1, round(seconds * 1000)))
-
-
-def _timer_of(fairy: PoolProxiedConnection, conn: Any) -> Any:
-    """A second kept cursor, for the statement timeout in the same pipeline."""
-    cur = fairy.info.get(_TIMER)
-    if cur is None or cur.connection is not conn or cur.closed:
-        cur = fairy.info[_TIMER] = conn.cursor()
-    return cur
 
 
 class PsycopgRunner:
@@ -162,12 +155,12 @@ class PsycopgRunner:
     def _execute(
         self, fairy: PoolProxiedConnection, conn: Any, compiled: CompiledOp, args: Any
     ) -> Any:
-        cur = _cursor_of(fairy, conn)
+        cur = _kept_cursor(fairy, conn)
         if self._timeout is None:
             cur.execute(compiled.sql, args, prepare=self._prepare)
         else:
             with conn.pipeline():
-                _timer_of(fairy, conn).execute(
+                _kept_cursor(fairy, conn, _TIMER).execute(
                     _SET_TIMEOUT, (self._timeout,), prepare=self._prepare
                 )
                 cur.execute(compiled.sql, args, prepare=self._prepare)
@@ -180,9 +173,6 @@ class PsycopgRunner:
             raise pool_exhausted(self._engine.pool, e) from e
         except Exception as e:
             raise unreachable(e) from e
-
-    def close(self) -> None:
-        """Nothing to give back: every call returns its connection."""
 
     def run(self, op: Op, params: Mapping[str, Any]) -> Outcome:
         compiled = self._compiled[op]
@@ -236,12 +226,12 @@ class AsyncPsycopgRunner:
     async def _execute(
         self, fairy: PoolProxiedConnection, conn: Any, compiled: CompiledOp, args: Any
     ) -> Any:
-        cur = _cursor_of(fairy, conn)  # AsyncConnection.cursor() is sync too
+        cur = _kept_cursor(fairy, conn)
         if self._timeout is None:
             await cur.execute(compiled.sql, args, prepare=self._prepare)
         else:
             async with conn.pipeline():
-                timer = _timer_of(fairy, conn)
+                timer = _kept_cursor(fairy, conn, _TIMER)
                 await timer.execute(_SET_TIMEOUT, (self._timeout,), prepare=self._prepare)
                 await cur.execute(compiled.sql, args, prepare=self._prepare)
         return cur
@@ -253,9 +243,6 @@ class AsyncPsycopgRunner:
             raise pool_exhausted(self._engine.sync_engine.pool, e) from e
         except Exception as e:
             raise unreachable(e) from e
-
-    async def close(self) -> None:
-        """Nothing to give back: every call returns its connection."""
 
     async def run(self, op: Op, params: Mapping[str, Any]) -> Outcome:
         compiled = self._compiled[op]
@@ -289,11 +276,14 @@ class AsyncPsycopgRunner:
         raise AssertionError("unreachable: the second attempt returns or raises")
 
 
-def _connection_verdict(
-    op: Op, error: exc.DBAPIError, table: str, may_repeat: bool
-) -> BaseException | None:
+def _settle(op: Op, error: exc.DBAPIError, table: str, may_repeat: bool) -> None:
+    """Return to run ``op`` once more; otherwise raise what the policy says for ``error``."""
     fault = classify(error, bool(error.connection_invalidated))
-    return judge(op.name, op.repeatable, fault, error, table, may_repeat=may_repeat)
+    verdict = judge(op.name, op.repeatable, fault, error, table, may_repeat=may_repeat)
+    if verdict is error:
+        raise error
+    if verdict is not None:
+        raise verdict from error
 
 
 _SET_TIMEOUT_PARAM = text("SELECT set_config('statement_timeout', :ms, true)")
@@ -327,9 +317,6 @@ class EngineRunner:
         self._engine = _statement_engine(engine, self._timeout)
         self._table = table
 
-    def close(self) -> None:
-        """Nothing to give back: every call returns its connection."""
-
     def _connect(self) -> Connection:
         try:
             return self._engine.connect()
@@ -348,11 +335,7 @@ class EngineRunner:
                         conn.execute(_SET_TIMEOUT_PARAM, {"ms": self._timeout})
                         return outcome_of(conn.execute(op.statement, params), op.returns_rows)
                 except exc.DBAPIError as e:
-                    verdict = _connection_verdict(op, e, self._table, attempt == 1)
-                    if verdict is e:
-                        raise
-                    if verdict is not None:
-                        raise verdict from e
+                    _settle(op, e, self._table, may_repeat=attempt == 1)
         raise AssertionError("unreachable: the second attempt returns or raises")
 
 
@@ -366,9 +349,6 @@ class AsyncEngineRunner:
         self._timeout = _server_timeout(engine.dialect, statement_timeout)
         self._engine = _statement_engine(engine, self._timeout)
         self._table = table
-
-    async def close(self) -> None:
-        """Nothing to give back: every call returns its connection."""
 
     async def _connect(self) -> AsyncConnection:
         conn = self._engine.connect()
@@ -390,11 +370,7 @@ class AsyncEngineRunner:
                     await conn.execute(_SET_TIMEOUT_PARAM, {"ms": self._timeout})
                     return outcome_of(await conn.execute(op.statement, params), op.returns_rows)
             except exc.DBAPIError as e:
-                verdict = _connection_verdict(op, e, self._table, attempt == 1)
-                if verdict is e:
-                    raise
-                if verdict is not None:
-                    raise verdict from e
+                _settle(op, e, self._table, may_repeat=attempt == 1)
             finally:
                 await conn.close()
         raise AssertionError("unreachable: the second attempt returns or raises")
@@ -405,10 +381,8 @@ def run_on_connection(conn: Connection, op: Op, params: Mapping[str, Any], table
     try:
         return outcome_of(conn.execute(op.statement, params), op.returns_rows)
     except exc.DBAPIError as e:
-        verdict = _connection_verdict(op, e, table, may_repeat=False)
-        if verdict is e or verdict is None:
-            raise
-        raise verdict from e
+        _settle(op, e, table, may_repeat=False)
+        raise  # a caller's transaction is never repeated: _settle always raises
 
 
 async def run_on_async_connection(
@@ -417,7 +391,5 @@ async def run_on_async_connection(
     try:
         return outcome_of(await conn.execute(op.statement, params), op.returns_rows)
     except exc.DBAPIError as e:
-        verdict = _connection_verdict(op, e, table, may_repeat=False)
-        if verdict is e or verdict is None:
-            raise
-        raise verdict from e
+        _settle(op, e, table, may_repeat=False)
+        raise  # a caller's transaction is never repeated: _settle always raises

@@ -259,9 +259,7 @@ class SQLAlchemyKeyValueStore:
         """Dispose the engine if this store built it; a caller's engine is left alone."""
         with self._lock:
             self._closed = True
-            runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.close()
+            self._runner = None
         if self._owns_engine:
             self.engine.dispose()
 
