@@ -11,6 +11,7 @@ from sqlalchemy.engine import URL
 
 from .calls import Calls
 from .config import (
+    PSYCOPG_DRIVERS,
     UNSET,
     Unset,
     engine_arguments,
@@ -112,7 +113,7 @@ def store_options(
     )
     check_backend(url.get_backend_name())
     url, threshold = take_prepare_threshold(url, prepare_threshold)
-    if threshold is not None and url.get_driver_name() not in ("psycopg", "psycopg_async"):
+    if threshold is not None and url.get_driver_name() not in PSYCOPG_DRIVERS:
         raise ConfigurationError("prepare_threshold applies to psycopg 3 (postgresql+psycopg) only")
     arguments = engine_arguments(url, pool, threshold, timeout)
     return StoreOptions(url, arguments, table, create_table, verify_schema, None, timeout)

@@ -27,6 +27,7 @@ POOL_OPTIONS = frozenset(
 CONNECT_TIMEOUT_SECONDS = 10
 
 PREPARE_THRESHOLD = "prepare_threshold"
+PSYCOPG_DRIVERS = frozenset({"psycopg", "psycopg_async"})  # the URL's names for psycopg 3
 _NEVER = ("none", "off", "never")
 
 
@@ -173,7 +174,7 @@ def engine_arguments(
     if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
         # A server that is down must give an error, not a hang.
         connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
-    if url.get_driver_name() in ("psycopg", "psycopg_async"):
+    if url.get_driver_name() in PSYCOPG_DRIVERS:
         connect_args[PREPARE_THRESHOLD] = prepare_threshold
     if url.get_backend_name() == "sqlite" and statement_timeout is not None:
         connect_args["timeout"] = statement_timeout  # sqlite3's busy timeout

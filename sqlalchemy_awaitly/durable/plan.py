@@ -439,7 +439,7 @@ def run_plan(o: RunOptions) -> Plan[Result[Any, Any]]:
         busy = isinstance(result.error, ConcurrentExecution)
         if claimed or not busy:  # free the key; a running holder keeps its own
             try:
-                yield from delete_unguarded(o.idempotency_row)
+                yield from repeated_if_unknown(Delete(o.idempotency_row))
             except Exception:
                 log.warning("could not free idempotency key %r", o.idempotency_key)
     return result
@@ -504,7 +504,7 @@ def _leased(o: RunOptions, remark: str | None) -> Plan[Result[Any, Any]]:
     finally:
         if lease is not None:
             try:
-                yield from release(lease)
+                yield from repeated_if_unknown(Release(lease.key, lease.value))
             except Exception:
                 log.warning("could not release the lease of %r; it expires", o.workflow_id)
 
@@ -529,7 +529,7 @@ def _loaded(o: RunOptions, state: RunState) -> Plan[Result[Any, Any]]:
                 answer = yield Call(o.on_version_mismatch, (info,))
             if answer == "clear":
                 try:
-                    yield from delete_unguarded(o.state_key)
+                    yield from repeated_if_unknown(Delete(o.state_key))
                 except Exception as e:
                     return Err(PersistenceFailed(o.workflow_id, "delete", e))
                 snapshot = None
@@ -582,7 +582,7 @@ def _ended(o: RunOptions, state: RunState, result: Result[Any, Any]) -> Plan[Res
             check_json(result.value, "the workflow's return value (kept for its idempotency key)")
         try:
             if state.guard is None:
-                yield from delete_unguarded(o.state_key)
+                yield from repeated_if_unknown(Delete(o.state_key))
             else:
                 deleted = yield from delete_guarded(o.state_key, state.guard, state.saved_text)
                 if state.has_row and not deleted:
@@ -744,19 +744,14 @@ def delete_guarded(key: str, guard: tuple[str, str], saved_text: str | None) -> 
         return bool((yield Delete(key, guard)))
 
 
-def delete_unguarded(key: str) -> Plan[None]:
-    """Delete ``key``: only that it is gone matters, so a lost reply is a reason to repeat."""
+def repeated_if_unknown(request: Delete | Release) -> Plan[None]:
+    """A write whose answer the runner ignores and whose effect a repeat only confirms
+    (a delete without a lease; a release, which removes the lease only while it is
+    ours): a lost reply is a reason to send it once more."""
     try:
-        yield Delete(key)
+        yield request
     except OutcomeUnknownError:
-        yield Delete(key)
-
-
-def release(lease: Lease) -> Plan[None]:
-    try:
-        yield Release(lease.key, lease.value)
-    except OutcomeUnknownError:
-        yield Release(lease.key, lease.value)  # removes it only while it is still ours
+        yield request
 
 
 def commit(tx: Any, key: str, text: str) -> Plan[None]:
