@@ -12,7 +12,6 @@ import atexit
 import contextlib
 import os
 import pathlib
-import pwd
 import re
 import shutil
 import signal
@@ -23,7 +22,16 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import psycopg
-from postgres_server import SUPERUSER, LocalPostgres, _free_port, _popen
+from postgres_server import (
+    SUPERUSER,
+    LocalPostgres,
+    _free_port,
+    _popen,
+    launch_retrying_bind,
+    service_account,
+    stop_process,
+    tail_of,
+)
 
 PoolMode = Literal["session", "transaction"]
 START_TIMEOUT = 15.0
@@ -120,12 +128,8 @@ class LocalPgBouncer:
         # Own session: a terminal Ctrl-C reaches only pytest.
         self._io: dict[str, Any] = {"cwd": self.tmpdir, "env": env, "stdin": subprocess.DEVNULL}
         self._io.update(stderr=subprocess.STDOUT, start_new_session=True)
-        self._account: pwd.struct_passwd | None = None
-        if os.geteuid() == 0:  # pgbouncer refuses to run as root
-            try:
-                self._account = pwd.getpwnam("postgres")
-            except KeyError:
-                self._account = pwd.getpwnam("nobody")
+        self._account = service_account()  # pgbouncer refuses to run as root
+        if self._account is not None:
             uid, gid = self._account.pw_uid, self._account.pw_gid
             self._io.update(user=uid, group=gid, extra_groups=[])
         self._write_config()
@@ -163,10 +167,7 @@ class LocalPgBouncer:
         return self._proc.pid
 
     def log_tail(self, lines: int = 30, since: int = 0) -> str:
-        with contextlib.suppress(OSError), open(self.logfile, "rb") as f:
-            f.seek(since)
-            return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
-        return "<no log>"
+        return tail_of(self.logfile, lines, since)
 
     # -- config -----------------------------------------------------------------
 
@@ -217,18 +218,10 @@ class LocalPgBouncer:
         if self.pid is not None:
             return
         try:
-            for attempt in range(6):
-                try:
-                    self._launch()
-                    self._started_once = True
-                    return
-                except _BindFailed:
-                    if attempt == 5:
-                        raise
-                    if not self._started_once:  # nobody relies on the port yet: pick another
-                        self._port = _free_port()
-                        self._write_config()
-                    time.sleep(0.5 * (attempt + 1))
+            launch_retrying_bind(
+                self._launch, _BindFailed, None if self._started_once else self._new_port
+            )
+            self._started_once = True
         except (OSError, subprocess.SubprocessError) as exc:
             raise PgBouncerUnavailable(f"cannot run {self.binary}: {exc!r}") from exc
 
@@ -261,16 +254,13 @@ class LocalPgBouncer:
             f"log tail:\n{tail}"
         )
 
+    def _new_port(self) -> None:
+        self._port = _free_port()
+        self._write_config()
+
     def stop(self) -> None:
         """Immediate shutdown of our own pgbouncer (SIGTERM, then SIGKILL after 10 s)."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:  # Popen never signals a reaped PID
-            proc.send_signal(signal.SIGTERM)  # SIGINT would wait for clients to finish
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(self._proc, signal.SIGTERM)  # SIGINT would wait for clients to finish
         self._proc = None
 
     def cleanup(self) -> None:

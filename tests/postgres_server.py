@@ -113,6 +113,53 @@ def _as_psycopg(url: str) -> str:
     return re.sub(r"^(postgresql|postgres)(\+\w+)?://", "postgresql+psycopg://", url)
 
 
+def service_account() -> pwd.struct_passwd | None:
+    """When we are root, the account a server must run as (PostgreSQL and PgBouncer
+    refuse root): ``postgres``, else ``nobody``. None when we are not root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam("postgres")
+    except KeyError:
+        return pwd.getpwnam("nobody")
+
+
+def tail_of(logfile: pathlib.Path, lines: int = 30, since: int = 0) -> str:
+    """The last ``lines`` lines written to ``logfile`` from byte ``since`` on."""
+    with contextlib.suppress(OSError), open(logfile, "rb") as f:
+        f.seek(since)
+        return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
+    return "<no log>"
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, sig: signal.Signals) -> None:
+    """``sig`` to our own child if it still runs, then SIGKILL after 10 s."""
+    if proc is not None and proc.poll() is None:  # Popen never signals a reaped PID
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def launch_retrying_bind(
+    launch: Callable[[], None], bind_failed: type[Exception], new_port: Callable[[], None] | None
+) -> None:
+    """Run ``launch``; while it fails for a taken port, up to 6 times, on a new port
+    when ``new_port`` is given (nobody relies on the old one yet)."""
+    for attempt in range(6):
+        try:
+            launch()
+            return
+        except bind_failed:
+            if attempt == 5:
+                raise
+            if new_port is not None:
+                new_port()
+            time.sleep(0.5 * (attempt + 1))
+
+
 class LocalPostgres:
     """A throwaway PostgreSQL cluster run from the local server binaries."""
 
@@ -133,11 +180,8 @@ class LocalPostgres:
         # Shared by initdb and postgres. Own session: a terminal Ctrl-C reaches only pytest.
         self._io: dict[str, Any] = {"cwd": self.tmpdir, "env": env, "stdin": subprocess.DEVNULL}
         self._io.update(stderr=subprocess.STDOUT, start_new_session=True)
-        if os.geteuid() == 0:  # initdb/postgres refuse to run as root
-            try:
-                account = pwd.getpwnam("postgres")
-            except KeyError:
-                account = pwd.getpwnam("nobody")
+        account = service_account()
+        if account is not None:
             for path in (self.tmpdir, self.sockdir, self.logfile):
                 os.chown(path, account.pw_uid, account.pw_gid)
             self._io.update(user=account.pw_uid, group=account.pw_gid, extra_groups=[])
@@ -158,10 +202,7 @@ class LocalPostgres:
         return self._proc.pid
 
     def log_tail(self, lines: int = 30, since: int = 0) -> str:
-        with contextlib.suppress(OSError), open(self.logfile, "rb") as f:
-            f.seek(since)
-            return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
-        return "<no log>"
+        return tail_of(self.logfile, lines, since)
 
     def _initdb(self) -> None:
         errors = []
@@ -185,17 +226,10 @@ class LocalPostgres:
         try:
             if self.locale is None:
                 self._initdb()
-            for attempt in range(6):
-                try:
-                    self._launch()
-                    self._started_once = True
-                    return
-                except _BindFailed:
-                    if attempt == 5:
-                        raise
-                    if not self._started_once:  # nobody relies on the port yet: pick another
-                        self.port = _free_port()
-                    time.sleep(0.5 * (attempt + 1))
+            launch_retrying_bind(
+                self._launch, _BindFailed, None if self._started_once else self._new_port
+            )
+            self._started_once = True
         except (OSError, subprocess.SubprocessError) as exc:
             raise PostgresUnavailable(f"cannot run PostgreSQL from {self.bindir}: {exc!r}") from exc
 
@@ -225,16 +259,12 @@ class LocalPostgres:
         tail = self.log_tail(since=offset)
         raise PostgresUnavailable(f"postgres not ready within 30 s; log tail:\n{tail}")
 
+    def _new_port(self) -> None:
+        self.port = _free_port()
+
     def stop(self) -> None:
         """Fast shutdown of our own postmaster only (SIGINT, then SIGKILL after 10 s)."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:  # Popen never signals a reaped PID
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(self._proc, signal.SIGINT)
         self._proc = None
 
     def cleanup(self) -> None:
