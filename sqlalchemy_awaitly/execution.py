@@ -27,12 +27,13 @@ import psycopg
 from sqlalchemy import exc, text
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.pool import Pool, PoolProxiedConnection
+from sqlalchemy.pool import Pool
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.util import greenlet_spawn
 
 from .errors import PoolExhaustedError
 from .faults import Fault, classify, judge, unreachable
+from .pool_checkout import Checkouts, Held
 from .pool_guards import guard_pool
 from .statements import Op, Statements
 
@@ -87,10 +88,11 @@ _CURSOR = "sqlalchemy_awaitly.cursor"
 _TIMER = "sqlalchemy_awaitly.timer"  # the statement timeout's, in the same pipeline
 
 
-def _kept_cursor(fairy: PoolProxiedConnection, conn: Any, slot: str = _CURSOR) -> Any:
-    cur = fairy.info.get(slot)
+def _kept_cursor(held: Held, slot: str = _CURSOR) -> Any:
+    conn = held.connection
+    cur = held.info.get(slot)
     if cur is None or cur.connection is not conn or cur.closed:
-        cur = fairy.info[slot] = conn.cursor()  # AsyncConnection.cursor() is sync too
+        cur = held.info[slot] = conn.cursor()  # AsyncConnection.cursor() is sync too
     return cur
 
 
@@ -145,30 +147,28 @@ class PsycopgRunner:
         prepare: bool | None,
         statement_timeout: float | None = None,
     ) -> None:
-        guard_pool(engine)
         self._engine = engine
+        self._checkouts = Checkouts(engine, guard_pool(engine))
         self._compiled = compile_ops(statements, engine.dialect)
         self._failures = _PsycopgFailures(engine.dialect, table)
         self._prepare = prepare
         self._timeout = timeout_ms(statement_timeout)
 
-    def _execute(
-        self, fairy: PoolProxiedConnection, conn: Any, compiled: CompiledOp, args: Any
-    ) -> Any:
-        cur = _kept_cursor(fairy, conn)
+    def _execute(self, held: Held, compiled: CompiledOp, args: Any) -> Any:
+        cur = _kept_cursor(held)
         if self._timeout is None:
             cur.execute(compiled.sql, args, prepare=self._prepare)
         else:
-            with conn.pipeline():
-                _kept_cursor(fairy, conn, _TIMER).execute(
+            with held.connection.pipeline():
+                _kept_cursor(held, _TIMER).execute(
                     _SET_TIMEOUT, (self._timeout,), prepare=self._prepare
                 )
                 cur.execute(compiled.sql, args, prepare=self._prepare)
         return cur
 
-    def _checkout(self) -> PoolProxiedConnection:
+    def _checkout(self) -> Held:
         try:
-            return self._engine.raw_connection()
+            return self._checkouts.take()
         except exc.TimeoutError as e:
             raise pool_exhausted(self._engine.pool, e) from e
         except Exception as e:
@@ -179,16 +179,16 @@ class PsycopgRunner:
         args = compiled.args(params)
         rows = op.returns_rows
         for attempt in (1, 2):
-            fairy = self._checkout()
+            held = self._checkout()
             try:
-                conn: psycopg.Connection[Any] = fairy.driver_connection  # type: ignore[assignment]
+                conn: psycopg.Connection[Any] = held.connection
                 cur = None
                 try:
                     switch = not conn.autocommit  # a caller's engine: autocommit for this call
                     if switch:
                         conn.autocommit = True
                     try:
-                        cur = self._execute(fairy, conn, compiled, args)
+                        cur = self._execute(held, compiled, args)
                         return Outcome(cur.fetchall() if rows else [], cur.rowcount)
                     finally:
                         if switch and not conn.broken:
@@ -196,17 +196,17 @@ class PsycopgRunner:
                 except psycopg.Error as e:
                     fault = self._failures.fault(e, conn, cur)
                     if _invalidates_pool(fault):
-                        self._engine.pool._invalidate(fairy, e)  # as SQLAlchemy's Connection does
+                        held.invalidate(e)
                     verdict = self._failures.verdict(compiled, fault, e, attempt)
                     if verdict is not None:
                         raise verdict from e
             finally:
-                fairy.close()
+                held.release()
         raise AssertionError("unreachable: the second attempt returns or raises")
 
 
 class AsyncPsycopgRunner:
-    """The asyncio twin of :class:`PsycopgRunner`."""
+    """The asyncio twin of :class:`PsycopgRunner`, always through the full checkout."""
 
     def __init__(
         self,
@@ -223,42 +223,42 @@ class AsyncPsycopgRunner:
         self._prepare = prepare
         self._timeout = timeout_ms(statement_timeout)
 
-    async def _execute(
-        self, fairy: PoolProxiedConnection, conn: Any, compiled: CompiledOp, args: Any
-    ) -> Any:
-        cur = _kept_cursor(fairy, conn)
+    async def _execute(self, held: Held, compiled: CompiledOp, args: Any) -> Any:
+        cur = _kept_cursor(held)
         if self._timeout is None:
             await cur.execute(compiled.sql, args, prepare=self._prepare)
         else:
-            async with conn.pipeline():
-                timer = _kept_cursor(fairy, conn, _TIMER)
+            async with held.connection.pipeline():
+                timer = _kept_cursor(held, _TIMER)
                 await timer.execute(_SET_TIMEOUT, (self._timeout,), prepare=self._prepare)
                 await cur.execute(compiled.sql, args, prepare=self._prepare)
         return cur
 
-    async def _checkout(self) -> PoolProxiedConnection:
+    async def _checkout(self) -> Held:
+        pool = self._engine.sync_engine.pool
         try:
-            return await self._engine.raw_connection()
+            proxy = await self._engine.raw_connection()
         except exc.TimeoutError as e:
-            raise pool_exhausted(self._engine.sync_engine.pool, e) from e
+            raise pool_exhausted(pool, e) from e
         except Exception as e:
             raise unreachable(e) from e
+        return Held(pool, proxy.driver_connection, proxy.info, proxy=proxy)
 
     async def run(self, op: Op, params: Mapping[str, Any]) -> Outcome:
         compiled = self._compiled[op]
         args = compiled.args(params)
         rows = op.returns_rows
         for attempt in (1, 2):
-            fairy = await self._checkout()
+            held = await self._checkout()
             try:
-                conn: psycopg.AsyncConnection[Any] = fairy.driver_connection  # type: ignore[assignment]
+                conn: psycopg.AsyncConnection[Any] = held.connection
                 cur = None
                 try:
                     switch = not conn.autocommit
                     if switch:
                         await conn.set_autocommit(True)
                     try:
-                        cur = await self._execute(fairy, conn, compiled, args)
+                        cur = await self._execute(held, compiled, args)
                         return Outcome(await cur.fetchall() if rows else [], cur.rowcount)
                     finally:
                         if switch and not conn.broken:
@@ -266,13 +266,12 @@ class AsyncPsycopgRunner:
                 except psycopg.Error as e:
                     fault = self._failures.fault(e, conn, cur)
                     if _invalidates_pool(fault):
-                        pool = self._engine.sync_engine.pool
-                        await greenlet_spawn(pool._invalidate, fairy, e)
+                        await greenlet_spawn(held.invalidate, e)
                     verdict = self._failures.verdict(compiled, fault, e, attempt)
                     if verdict is not None:
                         raise verdict from e
             finally:
-                await greenlet_spawn(fairy.close)
+                await greenlet_spawn(held.release)
         raise AssertionError("unreachable: the second attempt returns or raises")
 
 

@@ -39,7 +39,9 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 _OPENED_BY = "sqlalchemy_awaitly.pid"
 
-Listener = Callable[[Any, ConnectionPoolEntry, PoolProxiedConnection], None]
+# The checkout guard; the store's own checkout (``pool_checkout``) calls it
+# with no proxy, as the pool's event calls it with one.
+Listener = Callable[[Any, ConnectionPoolEntry, PoolProxiedConnection | None], None]
 _guarded: weakref.WeakKeyDictionary[Engine, Listener] = weakref.WeakKeyDictionary()
 _guarding = threading.Lock()
 
@@ -103,14 +105,16 @@ class _ServerHungUp(exc.DisconnectionError):
 
 def _checkout_guard(installed_by: int, check_socket: bool) -> Listener:
     def on_checkout(
-        dbapi_connection: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection
+        dbapi_connection: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection | None
     ) -> None:
         pid = _pid
         # Opened before the guard was added: by the process that added it.
         opened_by = record.info.setdefault(_OPENED_BY, installed_by)
         if opened_by != pid:
             # Forget it, do not close it (the typed interfaces call these read-only).
-            cast(Any, record).dbapi_connection = cast(Any, proxy).dbapi_connection = None
+            cast(Any, record).dbapi_connection = None
+            if proxy is not None:
+                cast(Any, proxy).dbapi_connection = None
             raise exc.DisconnectionError(
                 f"connection opened by process {opened_by}, checked out in process {pid}"
             )
@@ -128,12 +132,13 @@ def _needs_socket_check(engine: Engine) -> bool:
     return dialect.name == "postgresql" and dialect.driver != "psycopg"
 
 
-def guard_pool(engine: Engine) -> None:
+def guard_pool(engine: Engine) -> Listener:
     """Add the checkout guard to ``engine`` (the sync engine of an AsyncEngine), once."""
     with _guarding:
         if engine in _guarded:
-            return
+            return _guarded[engine]
         listener = _checkout_guard(_pid, _needs_socket_check(engine))
         event.listen(engine, "connect", _on_connect)
         event.listen(engine, "checkout", listener)
         _guarded[engine] = listener
+        return listener
