@@ -12,6 +12,7 @@ import contextlib
 import inspect
 import os
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -95,19 +96,25 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 
 class PoolWatch:
-    """Which connections of one engine's pool are checked out, by pool events.
+    """Which connections of one engine's pools are out, whichever way the store took them.
 
-    ``Pool.checkedout()`` is meaningless once the engine is disposed; these
-    events still count a connection handed back afterwards.
+    It keeps every connection record the engine's pools open (the ``connect``
+    event, on the engine so it follows ``dispose()``) and asks each whether it
+    is in use. ``Pool.checkedout()`` is meaningless once the engine is
+    disposed, and a ``checkout`` listener would make the store fall back to
+    SQLAlchemy's full checkout (see ``pool_checkout``), so neither is used.
     """
 
     def __init__(self, engine: Engine | AsyncEngine) -> None:
         from sqlalchemy import event
 
         sync = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
-        self.out: set[int] = set()
-        event.listen(sync.pool, "checkout", lambda dbapi, record, proxy: self.out.add(id(record)))
-        event.listen(sync.pool, "checkin", lambda dbapi, record: self.out.discard(id(record)))
+        self._records: list[Any] = []  # kept alive: a record lost by the store still counts
+        event.listen(sync, "connect", lambda dbapi, record: self._records.append(record))
+
+    @property
+    def out(self) -> list[Any]:
+        return [record for record in dict.fromkeys(self._records) if record.in_use]
 
 
 def checked_out(engine: Engine | AsyncEngine) -> int:
@@ -208,23 +215,23 @@ def raw_rows(engine_url: str, sql: str) -> list[Any]:
 
 @pytest.fixture(scope="session", autouse=True)
 def no_connection_leaks() -> Iterator[None]:
-    """After the whole suite, every pool of every engine has nothing checked out."""
+    """After the whole suite, no connection record of any pool is still in use.
+
+    Records are held weakly (the suite opens thousands); a record the store
+    lost entirely is caught by the per-store :class:`PoolWatch` instead.
+    """
     from sqlalchemy import event
     from sqlalchemy.pool import Pool
 
-    out: set[int] = set()
+    records: weakref.WeakSet[Any] = weakref.WeakSet()
 
-    def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        out.add(id(record))
+    def connect(dbapi_connection: Any, record: Any) -> None:
+        records.add(record)
 
-    def checkin(dbapi_connection: Any, record: Any) -> None:
-        out.discard(id(record))
-
-    event.listen(Pool, "checkout", checkout)
-    event.listen(Pool, "checkin", checkin)
+    event.listen(Pool, "connect", connect)
     yield
-    event.remove(Pool, "checkout", checkout)
-    event.remove(Pool, "checkin", checkin)
+    event.remove(Pool, "connect", connect)
+    out = [record for record in records if record.in_use]
     assert not out, f"{len(out)} pooled connection(s) never returned"
 
 
