@@ -13,7 +13,10 @@ same conditions.
    SQL text (compiled from its statements) with the same prepare setting:
    (a) the default store, which never prepares (safe behind PgBouncer), against
    ``prepare=False``; (b) ``prepare_threshold=0`` against ``prepare=True``;
-   (c) what the default costs: (a)'s store against (b)'s.
+   (c) what the default costs: (a)'s store against (b)'s; (d) what taking
+   the pool's record directly buys: (a)'s store against the same store
+   through SQLAlchemy's full checkout (forced by a no-op ``checkout``
+   listener).
    Targets: reads >= 0.80 of the floor, writes >= 0.90.
 2. Batches: ``set_many`` / ``get_many`` of 1,000 keys against 1,000 single
    ``set`` / ``get`` calls. Target: >= 10x faster.
@@ -60,6 +63,7 @@ from typing import Any, NamedTuple
 import psycopg
 import sqlalchemy
 from psycopg import sql
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from sqlalchemy_awaitly import SQLAlchemyKeyValueStore
@@ -402,43 +406,56 @@ def section_single(
     return rows
 
 
-def section_prepare_cost(
-    safe: SQLAlchemyKeyValueStore, prepared: SQLAlchemyKeyValueStore, s: Settings, fresh: Fresh
+def section_two_stores(
+    a: SQLAlchemyKeyValueStore,
+    b: SQLAlchemyKeyValueStore,
+    s: Settings,
+    fresh: Fresh,
+    title: str,
+    names: tuple[str, str],
 ) -> list[list[str]]:
-    """What never preparing costs: the default store against one that prepares at once."""
+    """Two stores doing the same calls, in alternating chunks: what their difference costs."""
     rows = []
-    for safe_case, prepared_case in zip(
-        single_cases(safe, s, fresh), single_cases(prepared, s, fresh), strict=True
-    ):
+    for a_case, b_case in zip(single_cases(a, s, fresh), single_cases(b, s, fresh), strict=True):
         ops: list[int] = []
 
         def make(
-            a: Case = safe_case, b: Case = prepared_case, ops: list[int] = ops
+            x: Case = a_case, y: Case = b_case, ops: list[int] = ops
         ) -> tuple[Measure, Measure]:
-            first, second = a.names(), b.names()
+            first, second = x.names(), y.names()
             ops.append(len(first))
-            return timed(store_loop(a.store_call, first)), timed(store_loop(b.store_call, second))
+            return timed(store_loop(x.store_call, first)), timed(store_loop(y.store_call, second))
 
         paired(2, make)
         pairs = paired(s.pairs, make)
         q1, ratio, q3 = quartiles(pairs.ratios())
-        never, always = pairs.wall()
+        wall_a, wall_b = pairs.wall()
         rows.append(
             [
-                safe_case.label,
-                f"{ops[0] / never:,.0f}",
-                f"{ops[0] / always:,.0f}",
+                a_case.label,
+                f"{ops[0] / wall_a:,.0f}",
+                f"{ops[0] / wall_b:,.0f}",
                 f"{ratio:.2f}",
                 f"{q1:.2f}-{q3:.2f}",
             ]
         )
     print_table(
-        "1c. The cost of the PgBouncer-safe default: never preparing vs preparing at once "
-        f"(both the store; {s.pairs} chunk pairs)",
-        ["operation", "never ops/s", "prepared ops/s", "never/prepared", "p25-p75"],
+        f"{title} ({s.pairs} chunk pairs)",
+        ["operation", f"{names[0]} ops/s", f"{names[1]} ops/s", "/".join(names), "p25-p75"],
         rows,
     )
     return rows
+
+
+def full_checkout_store(url: str) -> SQLAlchemyKeyValueStore:
+    """The default store, made to take SQLAlchemy's full checkout on every call.
+
+    Any ``checkout`` listener does that (see ``sqlalchemy_awaitly.pool_checkout``);
+    this one does nothing else.
+    """
+    store = SQLAlchemyKeyValueStore(url, table_name=TABLE)
+    event.listen(store.engine, "checkout", lambda dbapi, record, proxy: None)
+    return store
 
 
 # --- 2. batches -------------------------------------------------------------------------
@@ -793,7 +810,25 @@ def run(url: str, s: Settings, mode: str) -> None:
                 True,
                 "1b. One connection, prepare_threshold=0 vs raw psycopg prepare=True",
             )
-            section_prepare_cost(store, prepared, s, fresh)
+            section_two_stores(
+                store,
+                prepared,
+                s,
+                fresh,
+                "1c. The cost of the PgBouncer-safe default: never preparing vs preparing "
+                "at once (both the store)",
+                ("never", "prepared"),
+            )
+            with full_checkout_store(url) as full:
+                section_two_stores(
+                    store,
+                    full,
+                    s,
+                    fresh,
+                    "1d. What taking the pool's record directly buys: the default store vs "
+                    "the same through SQLAlchemy's full checkout",
+                    ("direct", "full"),
+                )
             batch = section_batch(store, s, fresh)
         threads = section_threads(url, conninfo, s, fresh)
         single += section_pgbouncer(url, conninfo, s, fresh)
