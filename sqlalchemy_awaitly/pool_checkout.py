@@ -65,15 +65,16 @@ def records_supported(pool: Pool) -> bool:
     )
 
 
-def unobserved(pool: Pool, guard: Listener) -> bool:
-    """True if taking a record directly is indistinguishable from a checkout of ``pool``."""
+def unobserved(pool: Pool) -> bool:
+    """True if taking a record directly is indistinguishable from a checkout of ``pool``.
+
+    The one ``checkout`` listener allowed is the store's guard, which
+    :class:`Checkouts` adds to the engine before its first call.
+    """
     if type(pool) is not QueuePool or pool._pre_ping:
         return False
     dispatch = pool.dispatch
-    if dispatch.reset or pool._should_log_debug():
-        return False
-    checkout = dispatch.checkout
-    return len(checkout) == 1 and next(iter(checkout)) is guard
+    return not (dispatch.reset or pool._should_log_debug()) and len(dispatch.checkout) == 1
 
 
 class Held:
@@ -157,7 +158,7 @@ class Checkouts:
 
     def take(self) -> Held:
         pool = self._engine.pool
-        if self._records and unobserved(pool, self._guard):
+        if self._records and unobserved(pool):
             held = _take_record(cast(QueuePool, pool), self._guard)
             if held is not None:
                 return held
