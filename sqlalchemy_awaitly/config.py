@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -119,8 +120,33 @@ def url_of(text: str | URL, *, asyncio: bool = False) -> URL:
     try:
         url = make_url(text)
     except Exception as e:
-        raise ConfigurationError(f"not a database URL: {e}") from None
+        raise ConfigurationError(f"not a database URL: {shown_url(text)!r} ({e})") from None
     return _with_driver(url, asyncio)
+
+
+# user:password@ in text that does not parse as a URL
+_PASSWORD_IN_TEXT = re.compile(r"(//[^:/@\s]*:)([^@\s]*)(@)")
+HIDDEN = "***"
+
+
+def shown_url(url: str | URL) -> str:
+    """The URL as it may be printed or raised: its password hidden, even if it does not parse."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return _PASSWORD_IN_TEXT.sub(rf"\g<1>{HIDDEN}\g<3>", url)
+
+
+def password_of(url: str | URL) -> str | None:
+    """The password in ``url``, if there is one (to scrub it from text that quotes it)."""
+    try:
+        password = make_url(url).password
+    except Exception:
+        match = _PASSWORD_IN_TEXT.search(str(url))
+        return (match.group(2) or None) if match else None
+    return str(password) if password else None
 
 
 def _with_driver(url: URL, asyncio: bool) -> URL:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -193,3 +194,82 @@ def test_ci_runs_the_readme_setup_commands_verbatim() -> None:
     commands = [line.split("#")[0].strip() for line in setup.split("```")[0].splitlines()]
     ci = (root / ".ci" / "run").read_text().splitlines()
     assert commands and all(command in ci for command in commands if command)
+
+
+SECRET = "Xyzzy-s3cret-42"
+COMMANDS = [
+    ["list"],
+    ["list", "--json"],
+    ["show", "order-1"],
+    ["delete", "order-1"],
+    ["retry", "order-1"],
+    ["purge-expired"],
+    ["stats"],
+    ["migrate"],
+]
+
+
+def with_secret(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(password=SECRET).render_as_string(hide_password=False)
+
+
+def assert_no_secret(done: subprocess.CompletedProcess[str], *args: str) -> None:
+    assert SECRET not in done.stdout + done.stderr, (args, done.returncode, done.stderr)
+
+
+def run_everywhere(url: str, *, stateless: bool) -> list[int]:
+    """Every operator command, with the URL from --url and from DATABASE_URL.
+
+    ``stateless`` (nothing can change in between): both ways exit alike, and
+    the commands run side by side.
+    """
+    runs = [
+        (command, how)
+        for command in COMMANDS
+        for how in (["--url", url], [])  # [] : the URL from DATABASE_URL
+    ]
+
+    def run(command: list[str], how: list[str]) -> subprocess.CompletedProcess[str]:
+        done = cli(*command, *how, env=None if how else {"DATABASE_URL": url})
+        assert_no_secret(done, *command, *how)
+        return done
+
+    with ThreadPoolExecutor(max_workers=4 if stateless else 1) as pool:
+        results = list(pool.map(lambda r: run(*r), runs))
+    codes = [done.returncode for done in results]
+    if stateless:
+        assert codes[0::2] == codes[1::2]
+    return codes
+
+
+@pytest.mark.slow
+def test_the_password_is_never_printed_when_a_command_fails(tmp_path: Path) -> None:
+    down = with_secret("postgresql://app@127.0.0.1:9/app")
+    assert set(run_everywhere(down, stateless=True)) == {3}  # cannot reach the database
+    unparsable = f"postgresql://app:{SECRET}@127.0.0.1:notaport/app"
+    assert set(run_everywhere(unparsable, stateless=True)) == {2}
+    assert_no_secret(cli("demo", "--url", down), "demo")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_the_password_is_never_printed_by_any_command(postgres: Any) -> None:
+    from databases import empty_postgres_database
+
+    with empty_postgres_database(postgres.url) as fresh:
+        url = with_secret(fresh)
+        missing_table = cli("list", "--url", url)
+        assert missing_table.returncode == 4
+        assert "migrate --url" in missing_table.stderr and "***" in missing_table.stderr
+        assert_no_secret(missing_table, "list")
+        assert 0 in run_everywhere(
+            url, stateless=False
+        )  # migrate succeeds; the others run on its table
+        failed_run(url, "order-1")
+        assert set(run_everywhere(url, stateless=False)) <= {0, 1}
+        demo = cli("demo", "--url", url)
+        assert demo.returncode == 0, demo.stderr
+        assert "database: " in demo.stdout and "***" in demo.stdout
+        assert_no_secret(demo, "demo")

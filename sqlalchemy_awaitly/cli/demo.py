@@ -23,7 +23,7 @@ import click
 from sqlalchemy import Column, Engine, Integer, MetaData, Table, Text, create_engine, insert, select
 
 from .. import durable
-from ..config import url_of
+from ..config import shown_url, url_of
 from ..persistence import create_postgres_persistence
 from .errors import NOT_FOUND, Failure, explained
 
@@ -73,7 +73,7 @@ def demo(url: str | None, workflow_id: str | None) -> None:
 def _story(url: str, workflow_id: str, engine: Engine, state: Any) -> None:
     say = click.echo
     say("A checkout workflow that crashes half-way, then resumes in a new process.")
-    say(f"database: {url}\n")
+    say(f"database: {shown_url(url)}\n")
     say(f"1. A worker process starts {workflow_id}:")
     first = _worker(url, workflow_id, crash=True)
     if first != -signal.SIGKILL:

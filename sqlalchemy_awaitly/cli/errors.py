@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import click
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from ..config import HIDDEN, password_of, shown_url
 from ..errors import (
     ConfigurationError,
     CorruptStateError,
@@ -33,6 +34,16 @@ class Failure(click.ClickException):
         self.exit_code = exit_code  # type: ignore[misc]  # click's is a class default
 
 
+def migrate_hint(url: str | None) -> str:
+    """How to create the table, quoting the URL without its password."""
+    if url is None:
+        return "To create the table: sqlalchemy-awaitly migrate --url URL"
+    hint = f"To create the table: sqlalchemy-awaitly migrate --url '{shown_url(url)}'"
+    if password_of(url):
+        hint += f" (with your password in place of {HIDDEN})"
+    return hint
+
+
 @contextlib.contextmanager
 def explained(url: str | None) -> Iterator[None]:
     """Turn the store's exceptions into messages and exit codes."""
@@ -41,9 +52,7 @@ def explained(url: str | None) -> Iterator[None]:
     except (ConfigurationError, InvalidInputError) as e:
         raise Failure(str(e), BAD_INPUT) from None
     except SchemaMismatchError as e:
-        raise Failure(
-            f"{e}\nTo create the table: sqlalchemy-awaitly migrate --url '{url}'", NO_TABLE
-        ) from None
+        raise Failure(f"{e}\n{migrate_hint(url)}", NO_TABLE) from None
     except CorruptStateError as e:
         raise Failure(str(e), NOT_FOUND) from None
     except StoreBusyError as e:
