@@ -19,6 +19,7 @@ from .errors import ConfigurationError
 from .execution import (
     AsyncEngineRunner,
     AsyncPsycopgRunner,
+    connect_async,
     run_on_async_connection,
     uses_psycopg,
 )
@@ -100,13 +101,16 @@ class AsyncSQLAlchemyKeyValueStore:
             if self._closed:
                 raise closed_error()
             if self._runner is None:
-                async with self.engine.connect() as conn:
+                conn = await connect_async(self.engine)
+                try:
                     info = await conn.run_sync(
                         prepare_table,
                         self.table,
                         self._options.create_table,
                         self._options.verify_schema,
                     )
+                finally:
+                    await conn.close()
                 statements = Statements(self.table, self.engine.dialect.name, info.naive_utc_expiry)
                 label = self._options.table_label
                 self._statements = statements

@@ -50,6 +50,15 @@ class OutcomeUnknownError(StoreUnavailableError):
     """
 
 
+class CredentialsRejectedError(StoreUnavailableError):
+    """The server refused the user name or password: retrying will not help."""
+
+
+class DatabaseNotFoundError(StoreUnavailableError):
+    """The server has no such database, or the SQLite file cannot be opened or created
+    (its folder is missing or not writable): retrying will not help."""
+
+
 class StoreBusyError(AwaitlyStoreError):
     """The database is reachable but could not serve the call now; nothing was written.
 

@@ -74,6 +74,28 @@ def outcome_of(result: Any, returns_rows: bool) -> Outcome:
     return Outcome(rows, result.rowcount)
 
 
+def connect(engine: Engine) -> Connection:
+    """A Connection of ``engine``; failing to get one raises the store's error for why."""
+    try:
+        return engine.connect()
+    except exc.TimeoutError as e:
+        raise pool_exhausted(engine.pool, e) from e
+    except exc.DBAPIError as e:
+        raise unreachable(e, engine.url) from e
+
+
+async def connect_async(engine: AsyncEngine) -> AsyncConnection:
+    """The asyncio twin of :func:`connect`."""
+    conn = engine.connect()
+    try:
+        await conn.start()
+    except exc.TimeoutError as e:
+        raise pool_exhausted(engine.sync_engine.pool, e) from e
+    except exc.DBAPIError as e:
+        raise unreachable(e, engine.url) from e
+    return conn
+
+
 def pool_exhausted(pool: Pool, error: BaseException) -> PoolExhaustedError:
     return PoolExhaustedError(
         f"no pooled connection came free in time ({pool.status()}): the pool is too "
@@ -172,7 +194,7 @@ class PsycopgRunner:
         except exc.TimeoutError as e:
             raise pool_exhausted(self._engine.pool, e) from e
         except Exception as e:
-            raise unreachable(e) from e
+            raise unreachable(e, self._engine.url) from e
 
     def run(self, op: Op, params: Mapping[str, Any]) -> Outcome:
         compiled = self._compiled[op]
@@ -241,7 +263,7 @@ class AsyncPsycopgRunner:
         except exc.TimeoutError as e:
             raise pool_exhausted(pool, e) from e
         except Exception as e:
-            raise unreachable(e) from e
+            raise unreachable(e, self._engine.url) from e
         return Held(pool, proxy.driver_connection, proxy.info, proxy=proxy)
 
     async def run(self, op: Op, params: Mapping[str, Any]) -> Outcome:
@@ -316,17 +338,9 @@ class EngineRunner:
         self._engine = _statement_engine(engine, self._timeout)
         self._table = table
 
-    def _connect(self) -> Connection:
-        try:
-            return self._engine.connect()
-        except exc.TimeoutError as e:
-            raise pool_exhausted(self._engine.pool, e) from e
-        except exc.DBAPIError as e:
-            raise unreachable(e) from e
-
     def run(self, op: Op, params: Mapping[str, Any]) -> Outcome:
         for attempt in (1, 2):
-            with self._connect() as conn:
+            with connect(self._engine) as conn:
                 try:
                     if self._timeout is None:
                         return outcome_of(conn.execute(op.statement, params), op.returns_rows)
@@ -349,19 +363,9 @@ class AsyncEngineRunner:
         self._engine = _statement_engine(engine, self._timeout)
         self._table = table
 
-    async def _connect(self) -> AsyncConnection:
-        conn = self._engine.connect()
-        try:
-            await conn.start()
-        except exc.TimeoutError as e:
-            raise pool_exhausted(self._engine.sync_engine.pool, e) from e
-        except exc.DBAPIError as e:
-            raise unreachable(e) from e
-        return conn
-
     async def run(self, op: Op, params: Mapping[str, Any]) -> Outcome:
         for attempt in (1, 2):
-            conn = await self._connect()
+            conn = await connect_async(self._engine)
             try:
                 if self._timeout is None:
                     return outcome_of(await conn.execute(op.statement, params), op.returns_rows)

@@ -10,9 +10,15 @@ writes conditional on a token): never when a repeat could change its answer.
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 
+from sqlalchemy.engine import URL
+
+from .config import shown_url
 from .errors import (
+    CredentialsRejectedError,
+    DatabaseNotFoundError,
     OutcomeUnknownError,
     PoolExhaustedError,
     StatementTimeoutError,
@@ -84,9 +90,33 @@ def _reason(error: BaseException) -> str:
     return " ".join(str(orig).split()) or type(orig).__name__
 
 
-def unreachable(error: BaseException) -> StoreUnavailableError:
-    """No connection could be had: nothing was sent."""
-    return StoreUnavailableError(f"the database could not be reached: {_reason(error)}")
+# What the drivers say when the server turns a connection away, in the server's
+# English messages (lc_messages=C): connection failures carry no SQLSTATE in
+# psycopg, so the text is all there is. Anything else is plain "unreachable".
+_REJECTED_CREDENTIALS = (
+    "password authentication failed",
+    "no password supplied",
+    "authentication failed for user",
+)
+_ROLE_MISSING = re.compile(r'role "[^"]*" does not exist')
+_DATABASE_MISSING = re.compile(r'database "[^"]*" does not exist')
+_SQLITE_CANNOT_OPEN = "unable to open database file"
+
+
+def unreachable(error: BaseException, url: URL | None = None) -> StoreUnavailableError:
+    """No connection could be had: nothing was sent. Typed by cause where the driver says."""
+    reason = _reason(error)
+    where = f" ({shown_url(url)})" if url is not None else ""
+    if any(text in reason for text in _REJECTED_CREDENTIALS) or _ROLE_MISSING.search(reason):
+        return CredentialsRejectedError(f"the database refused the credentials{where}: {reason}")
+    if _DATABASE_MISSING.search(reason):
+        return DatabaseNotFoundError(f"no such database{where}: {reason}")
+    if _SQLITE_CANNOT_OPEN in reason:
+        return DatabaseNotFoundError(
+            f"the SQLite database{where} cannot be opened or created (is its folder there, "
+            f"and writable?): {reason}"
+        )
+    return StoreUnavailableError(f"the database could not be reached{where}: {reason}")
 
 
 def judge(

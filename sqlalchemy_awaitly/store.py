@@ -17,7 +17,13 @@ from .calls import Call
 from .config import UNSET, Unset
 from .ddl import prepare_table
 from .errors import ConfigurationError
-from .execution import EngineRunner, PsycopgRunner, run_on_connection, uses_psycopg
+from .execution import (
+    EngineRunner,
+    PsycopgRunner,
+    connect,
+    run_on_connection,
+    uses_psycopg,
+)
 from .schema import DEFAULT_TABLE_NAME
 from .statements import Op, Statements
 
@@ -99,7 +105,7 @@ class SQLAlchemyKeyValueStore:
             if self._closed:
                 raise closed_error()
             if self._runner is None:
-                with self.engine.connect() as conn:
+                with connect(self.engine) as conn:
                     info = prepare_table(
                         conn, self.table, self._options.create_table, self._options.verify_schema
                     )

@@ -29,6 +29,9 @@ from typing import Any
 import psycopg
 
 SUPERUSER = "postgres"
+# The one role that must give a password (every other connection is trusted):
+# tests of a rejected password log in as it.
+PASSWORD_ROLE = "awaitly_password_probe"
 # Tests need a non-C default collation; C is only the last resort.
 LOCALES = ("C.UTF-8", "en_US.UTF-8", "C")
 _BIND_ERRORS = ("could not bind", "Address already in use", "could not create any TCP/IP sockets")
@@ -215,9 +218,16 @@ class LocalPostgres:
                 rc = subprocess.run(cmd, stdout=log, timeout=120, **self._io).returncode
             if rc == 0:
                 self.locale = locale
+                self._require_password_of(PASSWORD_ROLE)
                 return
             errors.append(f"initdb --locale={locale} exited {rc}:\n{self.log_tail(10, offset)}")
         raise PostgresUnavailable("initdb failed:\n" + "\n".join(errors))
+
+    def _require_password_of(self, role: str) -> None:
+        """A pg_hba.conf line, ahead of initdb's "trust" ones, that asks ``role`` for a password."""
+        hba = self.datadir / "pg_hba.conf"
+        line = f"host all {role} 127.0.0.1/32 scram-sha-256\n"
+        hba.write_text(line + hba.read_text())
 
     def start(self) -> None:
         """initdb on first call; afterwards restart the same data dir on the same port."""
@@ -236,7 +246,10 @@ class LocalPostgres:
     def _launch(self) -> None:
         cmd = [str(self.bindir / "postgres"), "-D", str(self.datadir), "-p", str(self.port)]
         cmd += ["-h", "127.0.0.1", "-k", str(self.sockdir)]
-        for setting in ("fsync=on", "max_connections=200", "shared_buffers=128MB"):
+        # lc_messages=C: the store tells a refused password or a missing database by
+        # the server's English message (psycopg gives connection failures no SQLSTATE).
+        settings = ("fsync=on", "max_connections=200", "shared_buffers=128MB", "lc_messages=C")
+        for setting in settings:
             cmd += ["-c", setting]
         cmd += ["-c", "logging_collector=off"]
         offset = self.logfile.stat().st_size

@@ -13,7 +13,6 @@ from ..errors import (
     ConfigurationError,
     CorruptStateError,
     InvalidInputError,
-    OutcomeUnknownError,
     SchemaMismatchError,
     StoreBusyError,
     StoreUnavailableError,
@@ -57,9 +56,9 @@ def explained(url: str | None) -> Iterator[None]:
         raise Failure(str(e), NOT_FOUND) from None
     except StoreBusyError as e:
         raise Failure(f"the database is busy, nothing was changed; try again: {e}", BUSY) from None
-    except OutcomeUnknownError as e:
+    except StoreUnavailableError as e:  # OutcomeUnknownError, a refused password, ...
         raise Failure(str(e), UNREACHABLE) from None
-    except (StoreUnavailableError, OperationalError) as e:
+    except OperationalError as e:
         reason = getattr(e, "orig", None) or e
         raise Failure(f"cannot reach the database: {reason}".strip(), UNREACHABLE) from None
     except DBAPIError as e:
