@@ -11,7 +11,14 @@ from sqlalchemy import Table
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 
-from .base import StoreStats, calls_for, closed_error, stats_from, store_options
+from .base import (
+    StoreStats,
+    calls_for,
+    closed_error,
+    stats_from,
+    store_options,
+    wrong_connection,
+)
 from .calls import Call
 from .config import UNSET, Unset
 from .ddl import prepare_table
@@ -135,7 +142,14 @@ class AsyncSQLAlchemyKeyValueStore:
         op = self._ops[call.op]
         if connection is None:
             return call.read(await runner.run(op, call.params))
-        conn = await connection.connection() if isinstance(connection, AsyncSession) else connection
+        if isinstance(connection, AsyncSession):
+            conn = await connection.connection()
+        elif isinstance(connection, AsyncConnection):
+            conn = connection
+        else:
+            raise wrong_connection(
+                connection, "an AsyncConnection or AsyncSession", "SQLAlchemyKeyValueStore"
+            )
         label = self._options.table_label
         return call.read(await run_on_async_connection(conn, op, call.params, label))
 

@@ -146,3 +146,11 @@ def stats_from(counts: tuple[Any, ...], sizes: tuple[Any, ...]) -> StoreStats:
         table_bytes=as_int(sizes[1]),
         index_bytes=as_int(sizes[2]),
     )
+
+
+def wrong_connection(given: object, wanted: str, other_store: str) -> TypeError:
+    """``connection=`` of the other kind (sync or asyncio): refused before anything is sent."""
+    return TypeError(
+        f"connection= must be {wanted}, got {type(given).__name__}; "
+        f"if that is the other kind (sync or asyncio), use {other_store}"
+    )

@@ -12,7 +12,14 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 
-from .base import StoreStats, calls_for, closed_error, stats_from, store_options
+from .base import (
+    StoreStats,
+    calls_for,
+    closed_error,
+    stats_from,
+    store_options,
+    wrong_connection,
+)
 from .calls import Call
 from .config import UNSET, Unset
 from .ddl import prepare_table
@@ -133,7 +140,14 @@ class SQLAlchemyKeyValueStore:
         op = self._ops[call.op]
         if connection is None:
             return call.read(runner.run(op, call.params))
-        conn = connection.connection() if isinstance(connection, Session) else connection
+        if isinstance(connection, Session):
+            conn = connection.connection()
+        elif isinstance(connection, Connection):
+            conn = connection
+        else:
+            raise wrong_connection(
+                connection, "a Connection or Session", "AsyncSQLAlchemyKeyValueStore"
+            )
         return call.read(run_on_connection(conn, op, call.params, self._options.table_label))
 
     def get(self, key: str, *, connection: Transaction | None = None) -> str | None:

@@ -31,6 +31,27 @@ def check_identifier(name: object, what: str) -> str:
     return name
 
 
+# The longest key, in UTF-8 bytes of the whole stored key (a prefix such as
+# "workflow:state:" included): PostgreSQL's btree index refuses entries over
+# about 2,700 bytes, SQLite has no such limit; one limit holds on both.
+MAX_KEY_BYTES = 2048
+# A str of this many characters or fewer cannot exceed MAX_KEY_BYTES (4 bytes a
+# character at most), so only longer keys are encoded to be measured.
+_KEY_CHARS_SURELY_SHORT = MAX_KEY_BYTES // 4
+
+
+def _lone_surrogate(text: str) -> bool:
+    """True if ``text`` cannot be stored as UTF-8 (a lone surrogate, e.g. from
+    ``os.fsdecode`` of bad bytes or a JavaScript string cut in half)."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def check_key(key: object) -> str:
     if not isinstance(key, str):
         raise TypeError(f"key must be str, got {type(key).__name__}")
@@ -38,6 +59,13 @@ def check_key(key: object) -> str:
         raise InvalidInputError("key must not be empty")
     if "\x00" in key:
         raise InvalidInputError(f"key {key!r} contains a NUL character")
+    if len(key) > _KEY_CHARS_SURELY_SHORT and len(key.encode("utf-8", "replace")) > MAX_KEY_BYTES:
+        raise InvalidInputError(
+            f"key {key[:40]!r}... is longer than {MAX_KEY_BYTES} bytes in UTF-8 (the whole "
+            "stored key, prefix included)"
+        )
+    if _lone_surrogate(key):
+        raise InvalidInputError(f"key {key!r} contains a lone surrogate, which UTF-8 cannot hold")
     return key
 
 
@@ -48,6 +76,11 @@ def check_value(key: str, value: object) -> str:
         raise InvalidInputError(
             f"value for key {key!r} contains a NUL character, which PostgreSQL text cannot hold"
         )
+    if _lone_surrogate(value):
+        raise InvalidInputError(
+            f"value for key {key!r} contains a lone surrogate, which UTF-8 cannot hold "
+            "(JSON-escape it as \\uXXXX, as JSON.stringify does)"
+        )
     return value
 
 
@@ -57,7 +90,10 @@ def check_ttl(ttl: object) -> float | None:
         return None
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
         raise TypeError(f"ttl must be a number of seconds or None, got {type(ttl).__name__}")
-    seconds = float(ttl)
+    try:
+        seconds = float(ttl)
+    except OverflowError:  # an int too large for a float
+        raise InvalidInputError("ttl is longer than 100 years; pass None for no expiry") from None
     if not math.isfinite(seconds) or seconds <= 0:
         raise InvalidInputError(f"ttl must be a positive finite number of seconds, got {ttl!r}")
     if seconds > MAX_TTL_SECONDS:
@@ -76,10 +112,22 @@ def check_pattern(pattern: object) -> str:
         raise TypeError(f"pattern must be str, got {type(pattern).__name__}")
     if "\x00" in pattern:
         raise InvalidInputError(f"pattern {pattern!r} contains a NUL character")
+    if _lone_surrogate(pattern):
+        raise InvalidInputError(
+            f"pattern {pattern!r} contains a lone surrogate, which UTF-8 cannot hold"
+        )
     return pattern
 
 
+# The most rows one purge batch deletes (and locks) in one statement.
+MAX_BATCH_SIZE = 1_000_000
+
+
 def check_batch_size(batch_size: object) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidInputError(f"batch_size must be a positive int, got {batch_size!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise InvalidInputError(
+            f"batch_size must be from 1 to {MAX_BATCH_SIZE:,}, got {batch_size!r}"
+        )
     return batch_size

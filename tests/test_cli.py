@@ -273,3 +273,13 @@ def test_the_password_is_never_printed_by_any_command(postgres: Any) -> None:
         assert demo.returncode == 0, demo.stderr
         assert "database: " in demo.stdout and "***" in demo.stdout
         assert_no_secret(demo, "demo")
+
+
+def test_arguments_that_are_not_utf8_are_bad_input(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    assert cli("migrate", "--url", url).returncode == 0
+    not_utf8 = os.fsdecode(b"order-\xff")  # as Python decodes such a command-line byte
+    for args in (["show", not_utf8], ["delete", not_utf8], ["list", "--prefix", not_utf8]):
+        done = cli(*args, "--url", url)
+        assert done.returncode == 2, (args, done.stderr)
+        assert "lone surrogate" in done.stderr and "Traceback" not in done.stderr

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from sqlalchemy_awaitly import InvalidInputError
+from sqlalchemy_awaitly.validation import MAX_KEY_BYTES
 
 TTL_SLEEP = 1.2
 
@@ -148,12 +149,34 @@ def test_batch_of_a_thousand(store: Any) -> None:
         (lambda s: s.get(None), TypeError),
         (lambda s: s.keys(3), TypeError),
         (lambda s: s.purge_expired(batch_size=0), InvalidInputError),
+        (lambda s: s.purge_expired(batch_size=10**12), InvalidInputError),
+        (lambda s: s.purge_expired(batch_size=True), TypeError),
+        (lambda s: s.set("k", "v", ttl=10**400), InvalidInputError),  # no float holds it
+        (lambda s: s.set("k" * (MAX_KEY_BYTES + 1), "v"), InvalidInputError),
+        (lambda s: s.set("é" * (MAX_KEY_BYTES // 2 + 1), "v"), InvalidInputError),  # bytes count
+        (lambda s: s.set("a\ud83d", "v"), InvalidInputError),  # a lone surrogate
+        (lambda s: s.set("k", "Zoë \ud83d"), InvalidInputError),
+        (lambda s: s.add("k", "\udcff"), InvalidInputError),  # os.fsdecode of a bad byte
+        (lambda s: s.set_many({"ok": "v", "k": "\ud800"}), InvalidInputError),
+        (lambda s: s.set_many({"ok": "v", "\udcff": "v"}), InvalidInputError),
+        (lambda s: s.get("\ud83d"), InvalidInputError),
+        (lambda s: s.delete_many(["ok", "\ud800"]), InvalidInputError),
+        (lambda s: s.keys("\udcff*"), InvalidInputError),
+        (lambda s: s.touch("k", 10, if_value="\ud800"), InvalidInputError),
     ],
 )
 def test_bad_input_is_rejected_and_nothing_is_written(store: Any, call: Any, error: Any) -> None:
     with pytest.raises(error):
         call(store)
     assert store.keys("*") == []
+
+
+@pytest.mark.parametrize("key", ["k" * MAX_KEY_BYTES, "é" * (MAX_KEY_BYTES // 2), "😀" * 512])
+def test_a_key_at_the_byte_limit_is_kept_on_every_backend(store: Any, key: str) -> None:
+    assert len(key.encode()) == MAX_KEY_BYTES
+    store.set(key, "v")
+    assert store.get(key) == "v"
+    assert store.keys("*") == [key]
 
 
 @pytest.mark.parametrize("name", ["x; DROP TABLE t", "1abc", "a-b", "", "é", "a" * 64])
