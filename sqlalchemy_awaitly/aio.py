@@ -261,7 +261,7 @@ class AsyncSQLAlchemyKeyValueStore:
 
     async def stats(self) -> StoreStats:
         counts = await self._run(self._calls.count(), None)
-        sizes = await self._run(self._calls.sizes(self._options.table_label), None)
+        sizes = await self._run(self._calls.sizes(self._options.table_relation), None)
         return stats_from(counts, sizes)
 
     async def close(self) -> None:

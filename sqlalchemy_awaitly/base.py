@@ -20,7 +20,7 @@ from .config import (
     take_prepare_threshold,
 )
 from .errors import AwaitlyStoreError, ConfigurationError
-from .schema import qualified_name, workflow_state_table
+from .schema import qualified_name, regclass_text, workflow_state_table
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,10 @@ class StoreOptions:
     @property
     def table_label(self) -> str:
         return qualified_name(self.table)
+
+    @property
+    def table_relation(self) -> str:
+        return regclass_text(self.table)
 
 
 def store_options(

@@ -11,7 +11,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from .errors import TableMissingError
 from .faults import missing_table_message, sqlstate_of
-from .schema import qualified_name
+from .schema import qualified_name, regclass_text
 from .schema_check import verify_schema
 
 
@@ -35,7 +35,7 @@ _POSTGRES_TABLE_INFO = text(
 def inspect_table(conn: Connection, table: Table) -> TableInfo:
     if conn.dialect.name == "postgresql":
         exists, expiry_type = conn.execute(
-            _POSTGRES_TABLE_INFO, {"relation": qualified_name(table)}
+            _POSTGRES_TABLE_INFO, {"relation": regclass_text(table)}
         ).one()
         return TableInfo(
             exists=bool(exists), naive_utc_expiry=expiry_type == "timestamp without time zone"

@@ -30,7 +30,19 @@ def expires_at_index_name(table_name: str) -> str:
 
 
 def qualified_name(table: Table) -> str:
+    """The table's name as messages show it."""
     return f"{table.schema}.{table.name}" if table.schema else table.name
+
+
+def regclass_text(table: Table) -> str:
+    """The table's name as ``to_regclass()`` and ``::regclass`` must read it.
+
+    Each part double-quoted, so a mixed-case name means the table SQLAlchemy
+    created under it (quoted, case kept) rather than its lower-cased twin.
+    The names are plain identifiers (checked), so they hold no quote.
+    """
+    parts = (table.schema, table.name) if table.schema else (table.name,)
+    return ".".join(f'"{part}"' for part in parts)
 
 
 def workflow_state_table(

@@ -272,7 +272,7 @@ class SQLAlchemyKeyValueStore:
     def stats(self) -> StoreStats:
         """Row counts and, on PostgreSQL, table and index sizes."""
         counts = self._run(self._calls.count(), None)
-        sizes = self._run(self._calls.sizes(self._options.table_label), None)
+        sizes = self._run(self._calls.sizes(self._options.table_relation), None)
         return stats_from(counts, sizes)
 
     def close(self) -> None:
