@@ -63,7 +63,6 @@ class Backend:
     kv: Any
     prefix: str
     engine: Any
-    owns_engine: bool
     scope: object
 
 
@@ -89,9 +88,7 @@ def backend_for(store: object, prefix: str | None, *, asyncio: bool) -> Backend:
     scope: object = (
         id(kv) if engine is None else (str(engine.url), kv.table.key)  # type: ignore[union-attr]
     )
-    return Backend(
-        kv, prefix or own_prefix, engine, bool(getattr(kv, "_owns_engine", False)), scope
-    )
+    return Backend(kv, prefix or own_prefix, engine, scope)
 
 
 def store_call(kv: Any, request: Request) -> Any:
@@ -131,6 +128,14 @@ def store_call(kv: Any, request: Request) -> Any:
     if isinstance(request, DeleteMany):
         return kv.delete_many(request.keys)
     raise TypeError(f"not a store request: {request!r}")
+
+
+def in_autocommit(conn: Connection) -> bool:
+    """True if a transaction begun on ``conn`` would not be one: each statement would
+    commit alone, so a raising step's writes would stay. SQLAlchemy's own test (the
+    isolation level of the connection, else of the engine), since the database's
+    reported level does not show AUTOCOMMIT."""
+    return conn._is_autocommit_isolation()
 
 
 def _no_engine() -> DurableUsageError:
@@ -243,7 +248,7 @@ class SyncIO:
             raise _no_engine()
         conn: Connection = engine.connect()
         try:
-            if self.backend.owns_engine:  # the store's own engine runs in autocommit
+            if in_autocommit(conn):  # the store's own engine, or a caller's in AUTOCOMMIT
                 conn.execution_options(isolation_level=conn.default_isolation_level)
             trans = conn.begin()
         except BaseException:
@@ -424,9 +429,9 @@ class AsyncIO:
             raise _no_engine()
         conn: AsyncConnection = await engine.connect()
         try:
-            if self.backend.owns_engine:
-                level = conn.sync_connection.default_isolation_level  # type: ignore[union-attr]
-                await conn.execution_options(isolation_level=level)
+            sync = conn.sync_connection
+            if sync is not None and in_autocommit(sync):
+                await conn.execution_options(isolation_level=sync.default_isolation_level)
             trans = await conn.begin()
         except BaseException:
             await conn.close()
