@@ -30,10 +30,21 @@ def encode_snapshot(snapshot: Mapping[str, Any], metadata: Mapping[str, Any] | N
         raise InvalidInputError(f"workflow snapshot is not JSON-serialisable: {e}") from e
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"the non-standard constant {name}, which JSON.parse refuses")
+
+
 def decode_state(key: str, text: str) -> Snapshot:
-    """Parse a stored row into a format-1 snapshot; the older format is converted."""
+    """Parse a stored row into a format-1 snapshot; the older format is converted.
+
+    Anything that is not a document awaitly or this package wrote (not JSON,
+    ``NaN`` or ``Infinity``, nesting deeper than the parser goes, fields of the
+    wrong type) is :class:`CorruptStateError` for this row alone.
+    """
     try:
-        document = json.loads(text)
+        document = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise CorruptStateError(key, "nested deeper than this reader can follow") from None
     except ValueError as e:
         raise CorruptStateError(key, f"not valid JSON ({e})") from None
     if not isinstance(document, dict):

@@ -21,7 +21,7 @@ from ..persistence import DEFAULT_PREFIX, StatePersistence
 from ..schema import DEFAULT_TABLE_NAME
 from ..snapshot import decode_state
 from ..store import SQLAlchemyKeyValueStore
-from .errors import BAD_INPUT, NOT_FOUND, Failure, explained
+from .errors import BAD_INPUT, CORRUPT_ROWS, NOT_FOUND, Failure, explained
 
 URL_HELP = "SQLAlchemy URL of the database (default: $DATABASE_URL)"
 
@@ -78,7 +78,8 @@ def main() -> None:
     Exit codes: 0 done; 1 not found (an unknown id, nothing to retry, a
     corrupt row) or the demo's story failed; 2 bad input (a bad URL or
     option); 3 the database cannot be reached; 4 the table is missing or not
-    as the model says.
+    as the model says; 5 the database is busy; 6 `list` listed everything but
+    some rows cannot be read.
     """
 
 
@@ -101,10 +102,17 @@ def list_command(
         runs = durable.list_pending(state, prefix=prefix, limit=limit)
     if as_json:
         click.echo(json.dumps([run.__dict__ for run in runs], indent=2))
-        return
-    if not runs:
+    elif not runs:
         click.echo(f"no pending workflows under {key_prefix}{prefix}*")
-        return
+    else:
+        _print_runs(runs)
+    corrupt = sum(1 for run in runs if run.corrupt)
+    if corrupt:
+        click.echo(f"{corrupt} stored run(s) cannot be read: listed as corrupt", err=True)
+        sys.exit(CORRUPT_ROWS)
+
+
+def _print_runs(runs: list[durable.PendingRun]) -> None:
     rows = [("ID", "STEPS", "STATUS", "LAST UPDATE")]
     for run in runs:
         status = run.status or "?"

@@ -23,6 +23,7 @@ BAD_INPUT = 2
 UNREACHABLE = 3
 NO_TABLE = 4
 BUSY = 5
+CORRUPT_ROWS = 6  # a listing that went on past rows it cannot read
 
 
 class Failure(click.ClickException):
