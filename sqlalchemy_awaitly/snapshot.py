@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from . import json_text
 from .errors import CorruptStateError, InvalidInputError
 
 Snapshot = dict[str, Any]
@@ -25,27 +26,21 @@ def encode_snapshot(snapshot: Mapping[str, Any], metadata: Mapping[str, Any] | N
     if metadata is not None:
         document["metadata"] = {**document.get("metadata", {}), **metadata}
     try:
-        return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return json_text.dumps(document)
     except (TypeError, ValueError) as e:
         raise InvalidInputError(f"workflow snapshot is not JSON-serialisable: {e}") from e
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"the non-standard constant {name}, which JSON.parse refuses")
 
 
 def decode_state(key: str, text: str) -> Snapshot:
     """Parse a stored row into a format-1 snapshot; the older format is converted.
 
     Anything that is not a document awaitly or this package wrote (not JSON,
-    ``NaN`` or ``Infinity``, nesting deeper than the parser goes, fields of the
+    ``NaN`` or ``Infinity``, nesting deeper than anyone writes, fields of the
     wrong type) is :class:`CorruptStateError` for this row alone.
     """
     try:
-        document = json.loads(text, parse_constant=_refuse_constant)
-    except RecursionError:
-        raise CorruptStateError(key, "nested deeper than this reader can follow") from None
-    except ValueError as e:
+        document = json_text.loads(text)
+    except ValueError as e:  # TooDeep included
         raise CorruptStateError(key, f"not valid JSON ({e})") from None
     if not isinstance(document, dict):
         raise CorruptStateError(key, f"expected a JSON object, got {type(document).__name__}")

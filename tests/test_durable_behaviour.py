@@ -183,7 +183,9 @@ def test_a_repeated_step_key_is_a_programming_error(durable_env: Env) -> None:
         b"bytes",
         float("nan"),
         float("inf"),
-        2**53,
+        2**53 + 1,  # a double cannot hold it: JavaScript would round it
+        -(2**60) - 1,
+        10**400,
         (1, 2),
         {1, 2},
         {1: "int key"},
@@ -200,6 +202,49 @@ def test_values_json_would_change_are_refused_at_the_step(durable_env: Env, valu
     with pytest.raises(UnsupportedValueError, match="the value of step 'bad'"):
         durable_env.run(body, id="values")
     assert list(snapshot(durable_env, "values")["steps"]) == ["ok"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("value", [2**53, 2**60, -(2**70), 10**300 // 10**300 * 2**1000])
+def test_integers_a_double_holds_exactly_are_kept(durable_env: Env, value: int) -> None:
+    def body(deps: Any) -> Any:
+        got = yield "big", lambda: value
+        return got
+
+    assert durable_env.run(body, id="ints") == Ok(value)
+    assert durable_env.run(body, id="ints") == Ok(value)  # replayed from the row
+
+
+def test_values_awaitly_stores_are_carried_through_unchanged(durable_env: Env) -> None:
+    """As Node.js writes them: a lone surrogate (escaped), an integer past 2**53,
+    1e21 and 5e-324, and nesting past what Python's json module follows."""
+    deep = "[" * 4000 + '"\\ud83d"' + "]" * 4000
+    node_row = (
+        '{"formatVersion":1,"workflowName":"carry","steps":{'
+        r'"cut":{"ok":true,"value":"Zo\u00eb \ud83d"},'  # JSON.stringify's escapes
+        '"big":{"ok":true,"value":12345678901234567000},'
+        '"floats":{"ok":true,"value":[1e+21,5e-324]},'
+        f'"deep":{{"ok":true,"value":{deep}}}}},'
+        '"execution":{"status":"running","lastUpdated":"2026-01-01T00:00:00.000Z"},'
+        '"metadata":{"version":1}}'
+    )
+    durable_env.kv.set("workflow:state:carry", node_row)
+    seen: dict[str, Any] = {}
+
+    def body(deps: Any) -> Any:
+        for key in ("cut", "big", "floats", "deep"):
+            seen[key] = yield key, lambda: pytest.fail("a recorded step ran again")
+        yield "next", lambda: "done"
+        yield "stop", lambda: Err("PAUSE")  # keep the row, as a crash would
+
+    assert durable_env.run(body, id="carry") == Err("PAUSE", None)
+    assert seen["cut"] == "Zoë \ud83d" and seen["big"] == 12345678901234567000
+    assert seen["floats"] == [1e21, 5e-324]
+    written = durable_env.row("carry")
+    assert '"Zo\\u00eb' not in written  # written as Node writes it: the letter raw
+    assert '"Zoë \\ud83d"' in written  # and the lone surrogate escaped
+    assert '"value":12345678901234567000' in written
+    assert '"value":[1e+21,5e-324]' in written
+    assert deep in written
 
 
 def test_interrupts_end_the_run_without_recording_the_step(durable_env: Env) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import click
 from sqlalchemy.engine import make_url
 
-from .. import durable
+from .. import durable, json_text
 from ..persistence import DEFAULT_PREFIX, StatePersistence
 from ..schema import DEFAULT_TABLE_NAME
 from ..snapshot import decode_state
@@ -138,7 +138,7 @@ def show(
         if raw is None:
             raise Failure(f"no stored workflow {workflow_id!r} under {key_prefix}", NOT_FOUND)
         snapshot = decode_state(state.key(workflow_id), raw)
-    click.echo(json.dumps(snapshot, indent=2, ensure_ascii=False))
+    click.echo(json_text.pretty(snapshot))
 
 
 @main.command()

@@ -10,6 +10,8 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
+from .. import json_text
+
 IDEMPOTENCY_PREFIX = "idem:"
 """Idempotency records live under ``<state prefix>idem:<key>``, as awaitly writes them."""
 
@@ -25,7 +27,7 @@ def now_iso() -> str:
 
 
 def to_json(document: Any) -> str:
-    return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return json_text.dumps(document)
 
 
 class EncodedSteps:

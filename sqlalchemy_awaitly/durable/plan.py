@@ -9,7 +9,6 @@ record, which error to return) lives here, so both flavours behave alike.
 
 from __future__ import annotations
 
-import copy
 import inspect
 import logging
 import threading
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal, TypeVar
 
+from .. import json_text
 from ..errors import CorruptStateError, OutcomeUnknownError
 from ..snapshot import decode_state
 from .documents import (
@@ -460,7 +460,7 @@ def _idempotent_answer(o: RunOptions, text: str) -> Result[Any, Any] | None:
     status = (record.get("execution") or {}).get("status")
     final = meta.get("finalResult")
     if status == "completed" and isinstance(final, dict):
-        value = copy.deepcopy(final.get("value"))
+        value = json_text.copy_of(final.get("value"))
         return Ok(value) if final.get("ok") else Err(final.get("error"))
     if meta.get("workflowId") != o.workflow_id:
         return Err(
@@ -636,7 +636,7 @@ def step_plan(state: RunState, fn: Callable[..., Any], key: str, session: bool |
         answer = replay(state.steps[key])
         if isinstance(answer, Err):
             raise state.end(answer)
-        return copy.deepcopy(answer)
+        return json_text.copy_of(answer)
     recorded = False
     try:
         result = yield from _run_and_record(state, fn, key, session)
@@ -768,10 +768,10 @@ def _outcome_of(state: RunState, key: str, raw: Any) -> tuple[dict[str, Any], Re
     try:
         if isinstance(raw, Err):
             check_json(raw.error, f"the error value of step {key!r}")
-            return returned_failure(copy.deepcopy(raw)), raw
+            return returned_failure(json_text.copy_of(raw)), raw
         value = raw.value if isinstance(raw, Ok) else raw
         check_json(value, f"the value of step {key!r}")
-        return success_outcome(copy.deepcopy(value)), Ok(value)
+        return success_outcome(json_text.copy_of(value)), Ok(value)
     except DurableUsageError as e:
         raise _usage(state, e) from None
 

@@ -4,9 +4,9 @@ Step values go into the snapshot as JSON, and a resumed run (Python or
 Node.js) gets back what JSON gives. So a value JSON would change is refused
 at the step, with the path to it, instead of coming back different after a
 resume: ``datetime``, ``Decimal``, ``bytes``, tuples and sets, NaN and
-infinities, non-string dict keys, and integers beyond 2**53 - 1 (JavaScript
-would round them). Convert them yourself (``.isoformat()``, ``str()``,
-``list()``) before returning.
+infinities, non-string dict keys, and integers a double cannot hold exactly
+(past 2**53 JavaScript would round them; 2**60 it keeps). Convert them
+yourself (``.isoformat()``, ``str()``, ``list()``) before returning.
 """
 
 from __future__ import annotations
@@ -50,6 +50,15 @@ def check_json(value: Any, where: str) -> Any:
     return value
 
 
+def _exact_as_double(value: int) -> bool:
+    """True if a double holds ``value`` exactly, so JavaScript keeps it as it is
+    (2**60: yes; 2**53 + 1: no)."""
+    try:
+        return int(float(value)) == value
+    except OverflowError:
+        return False
+
+
 def _json_problem(value: Any, path: str, depth: int) -> tuple[str, str] | None:
     if depth > _MAX_DEPTH:
         return path, f"nested deeper than {_MAX_DEPTH} levels"
@@ -64,8 +73,8 @@ def _json_problem(value: Any, path: str, depth: int) -> tuple[str, str] | None:
     if isinstance(value, int):
         if type(value) is not int:
             return path, f"a {type(value).__name__} (an int subclass)"
-        if abs(value) > MAX_SAFE_INTEGER:
-            return path, f"the integer {value}, beyond 2**53 - 1"
+        if abs(value) > MAX_SAFE_INTEGER and not _exact_as_double(value):
+            return path, f"the integer {value}, which a JavaScript number cannot hold exactly"
         return None
     if type(value) is float:
         if value != value or value in (float("inf"), float("-inf")):
