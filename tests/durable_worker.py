@@ -3,10 +3,13 @@
 Each step inserts one row into ``durable_effects`` (its side effect): plain
 steps through their own autocommit connection, transactional steps through
 the step's transaction. The worker prints ``started`` once it is about to
-run, then one JSON line with the run's outcome.
+run (with ``--wait-for-go``, it then waits for a line on stdin, so racing
+workers start their runs together however long each took to start up), then
+one JSON line with the run's outcome.
 
     python tests/durable_worker.py URL TABLE WORKFLOW_ID [--async] [--tx N,M,...]
         [--steps 20] [--lease 0.5] [--first-step-sleep 0] [--step-sleep 0.002]
+        [--wait-for-go]
 """
 
 from __future__ import annotations
@@ -85,6 +88,9 @@ def main() -> int:
     parser.add_argument("--lease", type=float, default=0.5)
     parser.add_argument("--first-step-sleep", type=float, default=0.0)
     parser.add_argument("--step-sleep", type=float, default=0.002)
+    parser.add_argument(
+        "--wait-for-go", action="store_true", help="after 'started', wait for a line on stdin"
+    )
     args = parser.parse_args()
     tx_steps = {int(s) for s in args.tx.split(",") if s}
     effects_engine = create_engine(sync_url(args.url))
@@ -107,6 +113,8 @@ def main() -> int:
             return "done"
 
         print("started", flush=True)
+        if args.wait_for_go:
+            sys.stdin.readline()
         result = durable.run(None, workflow, store=store, **options)
         print(json.dumps(outcome(result)), flush=True)
         store.close()

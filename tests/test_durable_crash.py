@@ -40,6 +40,7 @@ def start_worker(url: str, table: str, wid: str, *extra: str) -> subprocess.Pope
     args = [sys.executable, str(WORKER), url, table, wid, "--tx", tx, "--lease", str(LEASE)]
     return subprocess.Popen(
         [*args, *extra],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -32,8 +32,16 @@ def test_two_processes_racing_on_one_id_exactly_one_runs(
 ) -> None:
     for round_ in range(5):
         wid = f"race-{round_}"
-        slow = ("--steps", "2", "--first-step-sleep", "1.0", "--lease", "3")
+        slow = ("--steps", "2", "--first-step-sleep", "1.0", "--lease", "3", "--wait-for-go")
         workers = [start_worker(postgres.url, table_name, wid, *slow) for _ in range(2)]
+        # Both started up (imports, setup): now let them race. Without this, a
+        # worker slow to start could find the other's run already finished.
+        for worker in workers:
+            assert worker.stdout is not None and worker.stdout.readline().strip() == "started"
+        for worker in workers:
+            assert worker.stdin is not None
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
         answers = []
         for worker in workers:
             out, err = worker.communicate(timeout=60)
