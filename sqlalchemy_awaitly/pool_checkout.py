@@ -3,9 +3,9 @@
 SQLAlchemy's checkout wraps the pooled connection in a proxy with a weakref
 finalizer, fires the ``checkout``, ``reset`` and ``checkin`` events and
 rolls the connection back on its way in. For a store call (one autocommit
-statement on a psycopg connection) that is a sixth of the call's time:
-benchmark 1a's reads reach about 0.82 of raw psycopg through it, 0.95
-without it.
+statement on a psycopg connection) that costs 5 to 11% of the calls a
+second (benchmark 1d), which is what kept single calls under their
+targets against raw psycopg.
 
 So when nothing could tell the difference, the store takes the pool's
 connection record directly: the same ``QueuePool`` queue (fair waiting, one
