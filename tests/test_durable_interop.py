@@ -47,7 +47,7 @@ def node_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=600,
     )
     assert installed.returncode == 0, installed.stderr
-    for script in ("pg_store.mjs", "workflow.mjs"):
+    for script in ("pg_store.mjs", "workflow.mjs", "values.mjs"):
         shutil.copy(INTEROP / script, project / script)
     return project
 
@@ -166,3 +166,37 @@ def test_idempotency_records_are_honoured_both_ways(
     record = json.loads(shared["store"].get(f"workflow:state:idem:{key}"))
     assert record["execution"]["status"] == "completed"
     assert record["metadata"]["finalResult"] == {"ok": True, "value": EXPECTED}
+
+
+def test_values_awaitly_stores_survive_a_python_rewrite(
+    node_project: Path, shared: dict[str, Any]
+) -> None:
+    """Node stores a lone surrogate, 2**60, a number past 2**53, 1e21 / 5e-324 and
+    3,000 levels of nesting; Python resumes and rewrites the row; Node, replaying
+    from Python's row, gets back exactly what it stored (deep strict equality)."""
+    config = {"url": shared["url"], "table": shared["table"], "id": "values"}
+
+    def node(phase: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["node", str(node_project / "values.mjs"), json.dumps({**config, "phase": phase})],
+            cwd=node_project,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    written = node("write")
+    assert written.returncode == -signal.SIGKILL, written.stderr
+    resumed = subprocess.run(
+        [sys.executable, str(INTEROP / "values.py"), json.dumps(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert resumed.returncode == -signal.SIGKILL, resumed.stdout + resumed.stderr
+    row = shared["store"].get("workflow:state:values")
+    assert '"python-step":{"ok":true,"value":"from python"}' in row
+    assert "\\ud83d" in row  # the surrogate stays escaped, as JSON.stringify wrote it
+    checked = node("check")
+    assert checked.returncode == 0, checked.stderr  # the deep-equality asserts passed
+    assert answer(checked) == {"ok": True, "value": "from python", "ran": []}
