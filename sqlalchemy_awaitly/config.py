@@ -140,7 +140,7 @@ def shown_url(url: str | URL) -> str:
 
 
 def password_of(url: str | URL) -> str | None:
-    """The password in ``url``, if there is one (to scrub it from text that quotes it)."""
+    """The password in ``url``, if there is one (to say it was hidden), parsed or not."""
     try:
         password = make_url(url).password
     except Exception:

@@ -31,7 +31,7 @@ from sqlalchemy.pool import Pool
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.util import greenlet_spawn
 
-from .errors import PoolExhaustedError
+from .errors import AwaitlyStoreError, PoolExhaustedError
 from .faults import Fault, classify, judge, unreachable
 from .pool_checkout import Checkouts, Held
 from .pool_guards import guard_pool
@@ -74,14 +74,20 @@ def outcome_of(result: Any, returns_rows: bool) -> Outcome:
     return Outcome(rows, result.rowcount)
 
 
+def no_connection(engine: Engine, error: Exception) -> AwaitlyStoreError:
+    """What to raise when ``engine`` gave no connection: the pool stayed full, or the
+    database could not be reached (typed by cause where the driver says)."""
+    if isinstance(error, exc.TimeoutError):
+        return pool_exhausted(engine.pool, error)
+    return unreachable(error, engine.url)
+
+
 def connect(engine: Engine) -> Connection:
     """A Connection of ``engine``; failing to get one raises the store's error for why."""
     try:
         return engine.connect()
-    except exc.TimeoutError as e:
-        raise pool_exhausted(engine.pool, e) from e
-    except exc.DBAPIError as e:
-        raise unreachable(e, engine.url) from e
+    except (exc.TimeoutError, exc.DBAPIError) as e:
+        raise no_connection(engine, e) from e
 
 
 async def connect_async(engine: AsyncEngine) -> AsyncConnection:
@@ -89,10 +95,8 @@ async def connect_async(engine: AsyncEngine) -> AsyncConnection:
     conn = engine.connect()
     try:
         await conn.start()
-    except exc.TimeoutError as e:
-        raise pool_exhausted(engine.sync_engine.pool, e) from e
-    except exc.DBAPIError as e:
-        raise unreachable(e, engine.url) from e
+    except (exc.TimeoutError, exc.DBAPIError) as e:
+        raise no_connection(engine.sync_engine, e) from e
     return conn
 
 
@@ -191,10 +195,8 @@ class PsycopgRunner:
     def _checkout(self) -> Held:
         try:
             return self._checkouts.take()
-        except exc.TimeoutError as e:
-            raise pool_exhausted(self._engine.pool, e) from e
-        except Exception as e:
-            raise unreachable(e, self._engine.url) from e
+        except Exception as e:  # psycopg's own errors too: the pool does not wrap them
+            raise no_connection(self._engine, e) from e
 
     def run(self, op: Op, params: Mapping[str, Any]) -> Outcome:
         compiled = self._compiled[op]
@@ -260,10 +262,8 @@ class AsyncPsycopgRunner:
         pool = self._engine.sync_engine.pool
         try:
             proxy = await self._engine.raw_connection()
-        except exc.TimeoutError as e:
-            raise pool_exhausted(pool, e) from e
-        except Exception as e:
-            raise unreachable(e, self._engine.url) from e
+        except Exception as e:  # psycopg's own errors too: the pool does not wrap them
+            raise no_connection(self._engine.sync_engine, e) from e
         return Held(pool, proxy.driver_connection, proxy.info, proxy=proxy)
 
     async def run(self, op: Op, params: Mapping[str, Any]) -> Outcome:

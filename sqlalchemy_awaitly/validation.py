@@ -40,7 +40,7 @@ MAX_KEY_BYTES = 2048
 _KEY_CHARS_SURELY_SHORT = MAX_KEY_BYTES // 4
 
 
-def _lone_surrogate(text: str) -> bool:
+def lone_surrogate(text: str) -> bool:
     """True if ``text`` cannot be stored as UTF-8 (a lone surrogate, e.g. from
     ``os.fsdecode`` of bad bytes or a JavaScript string cut in half)."""
     if text.isascii():
@@ -64,7 +64,7 @@ def check_key(key: object) -> str:
             f"key {key[:40]!r}... is longer than {MAX_KEY_BYTES} bytes in UTF-8 (the whole "
             "stored key, prefix included)"
         )
-    if _lone_surrogate(key):
+    if lone_surrogate(key):
         raise InvalidInputError(f"key {key!r} contains a lone surrogate, which UTF-8 cannot hold")
     return key
 
@@ -76,7 +76,7 @@ def check_value(key: str, value: object) -> str:
         raise InvalidInputError(
             f"value for key {key!r} contains a NUL character, which PostgreSQL text cannot hold"
         )
-    if _lone_surrogate(value):
+    if lone_surrogate(value):
         raise InvalidInputError(
             f"value for key {key!r} contains a lone surrogate, which UTF-8 cannot hold "
             "(JSON-escape it as \\uXXXX, as JSON.stringify does)"
@@ -112,7 +112,7 @@ def check_pattern(pattern: object) -> str:
         raise TypeError(f"pattern must be str, got {type(pattern).__name__}")
     if "\x00" in pattern:
         raise InvalidInputError(f"pattern {pattern!r} contains a NUL character")
-    if _lone_surrogate(pattern):
+    if lone_surrogate(pattern):
         raise InvalidInputError(
             f"pattern {pattern!r} contains a lone surrogate, which UTF-8 cannot hold"
         )

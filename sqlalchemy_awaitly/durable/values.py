@@ -14,6 +14,7 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
+from ..validation import lone_surrogate
 from .errors import UnsupportedValueError
 from .results import Err, ReplayedException, UnexpectedError
 
@@ -63,9 +64,7 @@ def _json_problem(value: Any, path: str, depth: int) -> tuple[str, str] | None:
     if depth > _MAX_DEPTH:
         return path, f"nested deeper than {_MAX_DEPTH} levels"
     if type(value) is str:
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
+        if lone_surrogate(value):
             return path, "a string with a lone surrogate (not storable as UTF-8 text)"
         return None
     if value is None or isinstance(value, bool):
