@@ -7,9 +7,9 @@ from typing import Any, overload
 
 from .aio import AsyncSQLAlchemyKeyValueStore, AsyncTransaction
 from .errors import InvalidInputError
-from .snapshot import Snapshot, decode_state, encode_snapshot
 from .store import SQLAlchemyKeyValueStore, Transaction
 from .validation import check_pattern
+from .wire.documents import Snapshot, decode_state, encode_snapshot
 
 DEFAULT_PREFIX = "workflow:state:"
 

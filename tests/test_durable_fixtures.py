@@ -182,7 +182,7 @@ def test_every_saved_snapshot_resumes_as_awaitly_would(name: str) -> None:
 
 
 def test_the_incrementally_encoded_snapshot_is_the_plain_json_text() -> None:
-    from sqlalchemy_awaitly.durable.documents import EncodedSteps, to_json, workflow_snapshot
+    from sqlalchemy_awaitly.wire.documents import EncodedSteps, to_json, workflow_snapshot
 
     outcomes = {
         "fetch-user": {"ok": True, "value": {"id": "123", "name": "Ålice ✓ \x00"}},

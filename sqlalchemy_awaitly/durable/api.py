@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import InvalidInputError
 from ..validation import check_key, check_pattern
-from .documents import idempotency_key_of
+from ..wire.documents import idempotency_key_of
 from .drivers import AsyncIO, SyncIO, Workflow, adrive, backend_for, drive
 from .plan import DurableEvent, RunOptions, VersionMismatchInfo, run_plan
 from .results import Result

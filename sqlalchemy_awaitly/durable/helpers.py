@@ -10,8 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..errors import CorruptStateError, InvalidInputError
-from ..snapshot import decode_state
-from .documents import idempotency_key_of, now_iso, to_json
+from ..wire.documents import decode_state, idempotency_key_of, now_iso, to_json
 from .drivers import AsyncIO, SyncIO, adrive, backend_for, drive
 from .plan import Delete, DeleteMany, Keys, Load, LoadMany, Plan, Save
 

@@ -19,16 +19,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal, TypeVar
 
-from .. import json_text
 from ..errors import CorruptStateError, OutcomeUnknownError
-from ..snapshot import decode_state
-from .documents import (
+from ..wire import json_text
+from ..wire.documents import (
     EncodedSteps,
+    decode_state,
     idempotency_key_of,
     idempotency_record,
     lease_value,
+    read_idempotency,
     same_input,
     to_json,
+    version_of,
     workflow_snapshot,
 )
 from .errors import DuplicateStepKeyError, DurableUsageError
@@ -449,23 +451,17 @@ def _idempotent_answer(o: RunOptions, text: str) -> Result[Any, Any] | None:
     """The answer an earlier run with this idempotency key already gives, if any."""
     key = o.idempotency_row
     try:
-        record = decode_state(key, text)
+        record = read_idempotency(key, text)
     except CorruptStateError as e:
         return Err(CorruptState(o.workflow_id, key, e.reason))
-    meta = record.get("metadata") or {}
-    stored_input = meta.get("input")
     assert o.idempotency_key is not None
-    if stored_input is not None and o.input is not None and not same_input(stored_input, o.input):
+    if record.input is not None and o.input is not None and not same_input(record.input, o.input):
         return Err(IdempotencyConflict(o.workflow_id, o.idempotency_key))
-    status = (record.get("execution") or {}).get("status")
-    final = meta.get("finalResult")
-    if status == "completed" and isinstance(final, dict):
-        value = json_text.copy_of(final.get("value"))
-        return Ok(value) if final.get("ok") else Err(final.get("error"))
-    if meta.get("workflowId") != o.workflow_id:
-        return Err(
-            ConcurrentExecution(str(meta.get("workflowId")), "cross-process", o.idempotency_key)
-        )
+    if record.completed and record.final is not None:
+        value = json_text.copy_of(record.final.get("value"))
+        return Ok(value) if record.final.get("ok") else Err(record.final.get("error"))
+    if record.workflow_id != o.workflow_id:
+        return Err(ConcurrentExecution(str(record.workflow_id), "cross-process", o.idempotency_key))
     return None  # ours, or a crashed run under this id to resume: the lease decides
 
 
@@ -521,7 +517,7 @@ def _loaded(o: RunOptions, state: RunState) -> Plan[Result[Any, Any]]:
         except CorruptStateError as e:
             return Err(CorruptState(o.workflow_id, o.state_key, e.reason))
         assert snapshot is not None
-        stored_version = _version_of(snapshot)
+        stored_version = version_of(snapshot)
         if stored_version != o.version:
             answer: Any = "throw"
             if o.on_version_mismatch is not None:
@@ -552,12 +548,6 @@ def _loaded(o: RunOptions, state: RunState) -> Plan[Result[Any, Any]]:
     if state.usage_error is not None:
         raise state.usage_error
     return (yield from _ended(o, state, _result_of(state, body)))
-
-
-def _version_of(snapshot: dict[str, Any]) -> int | float:
-    version = (snapshot.get("metadata") or {}).get("version")
-    ok = isinstance(version, (int, float)) and not isinstance(version, bool)
-    return version if ok else 1  # type: ignore[return-value]
 
 
 def _result_of(state: RunState, body: BodyOutcome) -> Result[Any, Any]:

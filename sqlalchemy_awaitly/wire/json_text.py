@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import json
 import json.decoder
+import math
 import re
 from collections.abc import Callable
 from json.scanner import NUMBER_RE
@@ -53,12 +54,31 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"the non-standard constant {name}, which JSON.parse refuses")
 
 
+def _finite(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError(
+            f"the number {text[:40]} is beyond a double, which JSON.stringify never writes"
+        )
+    return number
+
+
+# Text in which a number may be too large for a double (a long exponent or
+# a long run of digits); only such text pays for checking each float.
+_MAYBE_HUGE = re.compile(r"[eE]\+?0*[1-9]\d{2}|\d{300}")
+
+
 def loads(text: str) -> Any:
-    """Parse ``text`` as ``JSON.parse`` would (no ``NaN``), however deep Node nests it."""
+    """Parse ``text`` as ``JSON.parse`` would, however deep Node nests it.
+
+    What ``JSON.stringify`` never writes is refused with ``ValueError``:
+    ``NaN``, ``Infinity``, and numbers beyond a double (``1e400``).
+    """
+    parse_float = _finite if _MAYBE_HUGE.search(text) else float
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=parse_float)
     except RecursionError:
-        return _loads_deep(text)
+        return _loads_deep(text, parse_float)
 
 
 _COMPACT: dict[str, Any] = {"ensure_ascii": False, "allow_nan": False, "separators": (",", ":")}
@@ -94,6 +114,43 @@ def copy_of(value: T) -> T:
         return copied
 
 
+def same(a: Any, b: Any) -> bool:
+    """Whether two JSON values are deeply equal as JavaScript sees them after ``JSON.parse``.
+
+    Numbers are doubles (``1`` and ``1.0`` are one number, and so are two
+    integers past 2**53 that round alike), booleans are not numbers, and key
+    order does not matter. Iterative, so any depth :func:`loads` reads compares.
+    """
+    pairs = [(a, b)]
+    while pairs:
+        x, y = pairs.pop()
+        if isinstance(x, dict):
+            if not isinstance(y, dict) or x.keys() != y.keys():
+                return False
+            pairs.extend((v, y[k]) for k, v in x.items())
+        elif isinstance(x, (list, tuple)):
+            if not isinstance(y, (list, tuple)) or len(x) != len(y):
+                return False
+            pairs.extend(zip(x, y, strict=True))
+        elif _is_number(x) and _is_number(y):
+            if _as_double(x) != _as_double(y):
+                return False
+        elif type(x) is not type(y) or x != y:
+            return False
+    return True
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _as_double(number: float) -> float:
+    try:
+        return float(number)
+    except OverflowError:  # an integer past the double range: JSON.parse reads Infinity
+        return math.copysign(math.inf, number)
+
+
 def _escaped(match: re.Match[str]) -> str:
     return f"\\u{ord(match.group()):04x}"
 
@@ -105,9 +162,10 @@ _LITERALS = {"true": True, "false": False, "null": None}
 
 
 class _Reader:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, parse_float: Callable[[str], float]) -> None:
         self.text = text
         self.pos = 0
+        self.parse_float = parse_float
 
     def skip(self) -> str:
         """Skip whitespace; the next character ('' at the end)."""
@@ -143,12 +201,12 @@ class _Reader:
         self.pos = match.end()
         integer, fraction, exponent = match.groups()
         if fraction or exponent:
-            return float(integer + (fraction or "") + (exponent or ""))
+            return self.parse_float(integer + (fraction or "") + (exponent or ""))
         return int(integer)
 
 
-def _loads_deep(text: str) -> Any:
-    reader = _Reader(text)
+def _loads_deep(text: str, parse_float: Callable[[str], float]) -> Any:
+    reader = _Reader(text, parse_float)
     # Open containers, innermost last, each with the key its next value goes under.
     open_: list[tuple[dict[str, Any] | list[Any], str | None]] = []
     while True:
