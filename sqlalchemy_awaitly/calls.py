@@ -39,8 +39,26 @@ class Call(Generic[T]):
         return self.read(_NOTHING)
 
 
+def text_of(stored: str | bytes) -> str:
+    """A stored key or value as text, whatever bytes SQLite holds for it.
+
+    PostgreSQL hands back ``str``. SQLite reads come back as bytes
+    (``statements.py``): UTF-8 is decoded; lone surrogates that an earlier
+    ``set_many`` stored encoded come back as the lone surrogates they were;
+    bytes that are not UTF-8 come back as escaped surrogates (``\\udcff``),
+    so that a workflow row holding them reads as corrupt, alone.
+    """
+    if type(stored) is str:
+        return stored
+    assert isinstance(stored, bytes)
+    try:
+        return stored.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        return stored.decode("utf-8", "surrogateescape")
+
+
 def _first_value(outcome: Outcome) -> str | None:
-    return outcome.rows[0][0] if outcome.rows else None
+    return text_of(outcome.rows[0][0]) if outcome.rows else None
 
 
 def _any_row(outcome: Outcome) -> bool:
@@ -60,11 +78,11 @@ def _count_flags(outcome: Outcome) -> int:
 
 
 def _pairs(outcome: Outcome) -> dict[str, str]:
-    return {row[0]: row[1] for row in outcome.rows}
+    return {text_of(row[0]): text_of(row[1]) for row in outcome.rows}
 
 
 def _first_column(outcome: Outcome) -> list[str]:
-    return [row[0] for row in outcome.rows]
+    return [text_of(row[0]) for row in outcome.rows]
 
 
 def _any_count(outcome: Outcome) -> bool:

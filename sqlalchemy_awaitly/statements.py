@@ -13,6 +13,7 @@ from sqlalchemy import (
     ColumnElement,
     Float,
     Integer,
+    LargeBinary,
     Table,
     Text,
     any_,
@@ -89,8 +90,19 @@ class Statements:
         # clause when a partial index covers the column.
         was_live = func.coalesce(t.expires_at > now, true()).label("live")
 
+        # What reads hand back. SQLite keeps whatever bytes it was given in a
+        # TEXT column (a BLOB, or text that is not UTF-8, from other writers or from
+        # an earlier set_many), and the driver raises on the whole result
+        # if one such row is in it; as bytes, ``calls.text_of`` decodes each
+        # one, so one damaged row cannot fail a listing.
+        value_out: ColumnElement[Any] = t.value
+        key_out: ColumnElement[Any] = t.key
+        if not self.is_postgresql:
+            value_out = cast(t.value, LargeBinary).label("value")
+            key_out = cast(t.key, LargeBinary).label("key")
+
         key = bindparam("key", type_=Text)
-        self.get = Op("get", select(t.value).where(t.key == key, live), True, repeatable=True)
+        self.get = Op("get", select(value_out).where(t.key == key, live), True, repeatable=True)
         self.exists = Op(
             "exists", select(literal_column("1")).where(t.key == key, live), True, repeatable=True
         )
@@ -160,7 +172,7 @@ class Statements:
 
         many = self._key_in_keys()
         self.get_many = Op(
-            "get_many", select(t.key, t.value).where(many, live), True, repeatable=True
+            "get_many", select(key_out, value_out).where(many, live), True, repeatable=True
         )
         # Batches lock their rows in key order, inserts and deletes alike, so two
         # batches over the same keys wait for each other instead of deadlocking.
@@ -179,7 +191,7 @@ class Statements:
         matches = key_c.like(match, escape="\\") if self.is_postgresql else t.key.op("GLOB")(match)
         lower = key_c >= bindparam("lower", type_=Text)
         upper = key_c < bindparam("upper", type_=Text)
-        scan = select(t.key).order_by(key_c)
+        scan = select(key_out).order_by(key_c)
         self.scan_exact = Op("scan_exact", scan.where(t.key == key, live), True, repeatable=True)
         self.scan_range = Op("scan_range", scan.where(lower, upper, live), True, repeatable=True)
         self.scan_from = Op("scan_from", scan.where(lower, live), True, repeatable=True)

@@ -13,6 +13,8 @@ import json
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine
+from sqlalchemy import text as sql
 from test_cli import cli, url  # noqa: F401  (url: the fixture, an empty database per backend)
 
 from sqlalchemy_awaitly import CorruptStateError, SQLAlchemyKeyValueStore, durable
@@ -95,3 +97,45 @@ def test_a_large_valid_row_loads(url: str) -> None:  # noqa: F811
         assert [run.steps for run in durable.list_pending(state)] == [5000]
     finally:
         store.close()
+
+
+def test_sqlite_rows_that_are_not_utf8_text_are_read_one_by_one(tmp_path: Any) -> None:
+    """Bytes an earlier ``set_many`` stored for lone surrogates, a BLOB, bytes that are not
+    UTF-8: each row is read (or reported corrupt) alone, and the surrogates come back."""
+    database = f"sqlite:///{tmp_path / 'state.db'}"
+    store = SQLAlchemyKeyValueStore(database)
+    state = StatePersistence(store)
+    resumed = {**GOOD, "steps": {"a": {"ok": True, "value": "Zoë \ud83d"}}}
+    raw = json.dumps(resumed, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    rows = {
+        state.key("surrogate"): ("CAST(:v AS TEXT)", raw),  # what set_many used to store
+        state.key("blob"): (":v", json.dumps(GOOD).encode()),  # another driver's bytes
+        state.key("not-utf8"): ("CAST(:v AS TEXT)", b'{"formatVersion":\xff}'),
+        "Zo\xeb \ud83d": ("CAST(:v AS TEXT)", b"x"),  # a key stored the same way
+    }
+    engine = create_engine(database)
+    try:
+        store.set(state.key("good"), json.dumps(GOOD))
+        with engine.begin() as conn:
+            for key, (expression, value) in rows.items():
+                columns = f"(CAST(:k AS TEXT), {expression}, NULL)"
+                insert = f"INSERT INTO awaitly_workflow_state VALUES {columns}"
+                conn.execute(sql(insert), {"k": key.encode("utf-8", "surrogatepass"), "v": value})
+        assert set(store.keys("*")) == {state.key("good"), *rows}
+        runs = {run.id: run for run in durable.list_pending(state)}
+        assert runs["surrogate"].corrupt is None and runs["blob"].corrupt is None
+        assert runs["not-utf8"].corrupt is not None
+        assert state.load("blob") == GOOD
+        seen: list[Any] = []
+        result = durable.run(
+            None,
+            lambda step, deps: seen.append(step(lambda: "new", key="a")),
+            id="surrogate",
+            store=state,
+        )
+        assert isinstance(result, Ok) and seen == ["Zoë \ud83d"]
+        result = durable.run(None, lambda step, deps: 1, id="not-utf8", store=state)
+        assert isinstance(result, Err) and isinstance(result.error, CorruptState)
+    finally:
+        store.close()
+        engine.dispose()

@@ -16,11 +16,12 @@ from typing import Any
 import click
 from sqlalchemy.engine import make_url
 
-from .. import durable, json_text
+from .. import durable
 from ..persistence import DEFAULT_PREFIX, StatePersistence
 from ..schema import DEFAULT_TABLE_NAME
-from ..snapshot import decode_state
 from ..store import SQLAlchemyKeyValueStore
+from ..wire import json_text
+from ..wire.documents import decode_state
 from .errors import BAD_INPUT, CORRUPT_ROWS, NOT_FOUND, Failure, explained
 
 URL_HELP = "SQLAlchemy URL of the database (default: $DATABASE_URL)"
@@ -120,7 +121,8 @@ def _print_runs(runs: list[durable.PendingRun]) -> None:
             status = f"corrupt: {run.corrupt}"
         elif run.failed_step:
             status = f"failed at {run.failed_step}"
-        rows.append((run.id, str(run.steps), status, run.last_updated or "-"))
+        shown_id = run.id.encode("utf-8", "backslashreplace").decode()  # a damaged SQLite key
+        rows.append((shown_id, str(run.steps), status, run.last_updated or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:
         click.echo(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}")
