@@ -15,6 +15,7 @@ import traceback
 from typing import Any
 
 from ..validation import lone_surrogate
+from ..wire import json_text
 from .errors import UnsupportedValueError
 from .results import Err, ReplayedException, UnexpectedError
 
@@ -178,11 +179,16 @@ def _replay_error(outcome: dict[str, Any]) -> Any:
         if not isinstance(message, str):
             cause = outcome.get("cause")
             if isinstance(cause, dict) and cause.get("type") == "error":
-                message = f"{cause.get('name')}: {cause.get('message')}"
+                name, text = cause.get("name", "Error"), cause.get("message", "")
+                message = f"{_field_text(name)}: {_field_text(text)}"
             else:
                 message = "a step raised"
         return UnexpectedError(message)
     return error
+
+
+_MAX_REPLAYED_CAUSES = 100
+"""Chained causes turned back into exceptions; a stored chain may be deeper (by hand)."""
 
 
 def decode_cause(cause: Any) -> Any:
@@ -190,16 +196,30 @@ def decode_cause(cause: Any) -> Any:
     if not isinstance(cause, dict):
         return cause
     if cause.get("type") == "error":
-        exc = ReplayedException(
-            str(cause.get("name", "Error")), str(cause.get("message", "")), cause.get("stack")
-        )
-        if "cause" in cause:
-            inner = decode_cause(cause["cause"])
-            if isinstance(inner, BaseException):
-                exc.__cause__ = inner
-        return exc
+        first = exc = _replayed(cause)
+        for _ in range(_MAX_REPLAYED_CAUSES):
+            inner = cause.get("cause")
+            if not (isinstance(inner, dict) and inner.get("type") == "error"):
+                break
+            cause = inner
+            exc.__cause__ = exc = _replayed(cause)
+        return first
     if cause.get("type") == "thrown":
         if cause.get("originalType") == "undefined":
             return None
         return cause.get("value", cause.get("stringRepresentation"))
     return cause
+
+
+def _replayed(cause: dict[str, Any]) -> ReplayedException:
+    stack = cause.get("stack")
+    return ReplayedException(
+        _field_text(cause.get("name", "Error")),
+        _field_text(cause.get("message", "")),
+        stack if isinstance(stack, str) else None,
+    )
+
+
+def _field_text(value: Any) -> str:
+    """A stored name or message as text: awaitly writes strings; anything else as its JSON."""
+    return value if isinstance(value, str) else json_text.dumps(value)
