@@ -42,6 +42,8 @@ from sqlalchemy_awaitly.wire import json_text
 from sqlalchemy_awaitly.wire.documents import version_of
 from sqlalchemy_awaitly.wire.json_text import MAX_DEPTH
 
+pytestmark = pytest.mark.slow  # end to end, in processes of its own: pytest -m slow
+
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 TABLE = "fuzz_rows"
 GOOD_ID = "good"
@@ -320,6 +322,8 @@ def exercise(bench: Bench, row: str | bytes) -> None:
     runs = {run.id: run for run in durable.list_pending(bench.state)}
     assert runs[GOOD_ID].corrupt is None
     assert (runs[FUZZ_ID].corrupt is not None) == isinstance(loaded, CorruptStateError)
+    corrupt = isinstance(loaded, CorruptStateError)
+    assert (runs[FUZZ_ID].state is durable.RunState.CORRUPT) == corrupt
 
     listed = CliRunner().invoke(cli_main, ["list", "--url", bench.url, "--table", TABLE, "--json"])
     assert listed.exit_code == (CORRUPT_ROWS if isinstance(loaded, CorruptStateError) else 0), (

@@ -575,7 +575,7 @@ def test_helpers(durable_env: Env) -> None:
     pending = durable_env.helper("list_pending")
     assert [p.id for p in pending] == ["invoice-1", "order-2", "order-1", "order-0"]
     assert pending[0].steps == 1 and pending[0].failed_step == "a"
-    assert pending[0].status == "running"
+    assert pending[0].state is durable.RunState.FAILED
     assert [p.id for p in durable_env.helper("list_pending", prefix="order-", limit=2)] == [
         "order-2",
         "order-1",

@@ -11,12 +11,14 @@
     result = durable.run(deps, checkout, id="checkout-123", store=persistence)
 """
 
-from .api import DEFAULT_LEASE_TTL, LOCK_PREFIX, run, run_async
+from ..wire.documents import LOCK_PREFIX
+from .api import DEFAULT_LEASE_TTL, run, run_async
 from .drivers import AsyncStep, Step
 from .errors import DuplicateStepKeyError, DurableUsageError, UnsupportedValueError
 from .helpers import (
     DeleteReport,
     PendingRun,
+    RunState,
     clear_state,
     clear_state_async,
     delete_state,
@@ -67,6 +69,7 @@ __all__ = [
     "PersistenceFailed",
     "ReplayedException",
     "Result",
+    "RunState",
     "RunnerError",
     "Step",
     "UnexpectedError",

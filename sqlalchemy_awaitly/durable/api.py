@@ -9,13 +9,12 @@ from typing import Any
 
 from ..errors import InvalidInputError
 from ..validation import check_key, check_pattern
-from ..wire.documents import idempotency_key_of
+from ..wire.documents import LOCK_PREFIX, idempotency_key_of
 from .drivers import AsyncIO, SyncIO, Workflow, adrive, backend_for, drive
 from .plan import DurableEvent, RunOptions, VersionMismatchInfo, run_plan
 from .results import Result
 from .values import check_json
 
-LOCK_PREFIX = "workflow:lock:"
 DEFAULT_LEASE_TTL = 60.0
 
 VersionHook = Callable[[VersionMismatchInfo], Any]

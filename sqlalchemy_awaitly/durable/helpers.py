@@ -7,26 +7,33 @@ entry point; they act only on keys under the store's state prefix.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from ..errors import CorruptStateError, InvalidInputError
-from ..wire.documents import decode_state, idempotency_key_of, now_iso, to_json
+from ..validation import check_pattern
+from ..wire.documents import LOCK_PREFIX, decode_state, idempotency_key_of, now_iso, to_json
 from .drivers import AsyncIO, SyncIO, adrive, backend_for, drive
 from .plan import Delete, DeleteMany, Keys, Load, LoadMany, Plan, Save
+from .run_states import RunState, state_of
 
 _BATCH = 1000
 
 
 @dataclass(frozen=True)
 class PendingRun:
-    """A stored run that has not completed: still running, crashed, or failed."""
+    """A stored run that has not completed: running, failed, crashed or corrupt
+    (:mod:`~sqlalchemy_awaitly.durable.run_states` says how each is told)."""
 
     id: str
-    last_updated: str | None
-    status: str | None
+    state: RunState
     steps: int
+    last_updated: str | None
     failed_step: str | None = None
     corrupt: str | None = None  # why the row cannot be read, if it cannot
+
+    def as_json(self) -> dict[str, object]:
+        """The fields as JSON values, for scripts (the CLI's ``list --json``)."""
+        return {**asdict(self), "state": self.state.value}
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,9 @@ def _delete_states(prefix: str, workflow_ids: Iterable[str]) -> Plan[DeleteRepor
     return DeleteReport(deleted, failed)
 
 
-def _list_pending(state_prefix: str, prefix: str, limit: int | None) -> Plan[list[PendingRun]]:
+def _list_pending(
+    state_prefix: str, lock_prefix: str, prefix: str, limit: int | None
+) -> Plan[list[PendingRun]]:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise InvalidInputError(f"limit must be a non-negative int, got {limit!r}")
     keys = yield Keys(state_prefix + prefix)
@@ -74,26 +83,31 @@ def _list_pending(state_prefix: str, prefix: str, limit: int | None) -> Plan[lis
     rows: dict[str, str] = {}
     for start in range(0, len(keys), _BATCH):
         rows.update((yield LoadMany(keys[start : start + _BATCH])))
-    runs = [_pending(key[len(state_prefix) :], key, text) for key, text in rows.items()]
+    # Read after the state rows: a run that ends in between shows as crashed, never the
+    # other way round (a lease read first could vanish with its run, the row remain).
+    leased = {key[len(lock_prefix) :] for key in (yield Keys(lock_prefix + prefix))}
+    runs = []
+    for key, text in rows.items():
+        workflow_id = key[len(state_prefix) :]
+        runs.append(_pending(workflow_id, key, text, workflow_id in leased))
     runs.sort(key=lambda r: r.last_updated or "", reverse=True)
     return runs if limit is None else runs[:limit]
 
 
-def _pending(workflow_id: str, key: str, text: str) -> PendingRun:
+def _pending(workflow_id: str, key: str, text: str, leased: bool) -> PendingRun:
     try:
         snapshot = decode_state(key, text)
     except CorruptStateError as e:
-        return PendingRun(workflow_id, None, None, 0, corrupt=e.reason)
-    execution = snapshot.get("execution") or {}
+        state = state_of(leased=leased, corrupt=True, failed=False)
+        return PendingRun(workflow_id, state, 0, None, corrupt=e.reason)
     steps = snapshot["steps"]
     failed = next((k for k, outcome in steps.items() if not outcome["ok"]), None)
-    updated = execution.get("lastUpdated")
-    status = execution.get("status")
+    updated = snapshot["execution"].get("lastUpdated")
     return PendingRun(
         workflow_id,
-        updated if isinstance(updated, str) else None,
-        status if isinstance(status, str) else None,
+        state_of(leased=leased, corrupt=False, failed=failed is not None),
         len(steps),
+        updated if isinstance(updated, str) else None,
         failed,
     )
 
@@ -156,14 +170,17 @@ def delete_states(
 
 
 def list_pending(
-    store: object, *, prefix: str = "", limit: int | None = None, state_prefix: str | None = None
+    store: object,
+    *,
+    prefix: str = "",
+    limit: int | None = None,
+    state_prefix: str | None = None,
+    lock_prefix: str = LOCK_PREFIX,
 ) -> list[PendingRun]:
-    """Stored runs whose id starts with ``prefix``, newest ``lastUpdated`` first.
-
-    Failed and crashed runs are included; idempotency records and leases are not.
-    """
+    """Stored runs whose id starts with ``prefix``, newest ``lastUpdated`` first, each with
+    its :class:`RunState`; ``lock_prefix`` is the one the runs were started with."""
     p, io = _sync(store, state_prefix)
-    return drive(_list_pending(p, prefix, limit), io)
+    return drive(_list_pending(p, check_pattern(lock_prefix), prefix, limit), io)
 
 
 def clear_state(store: object, *, state_prefix: str | None = None) -> int:
@@ -207,10 +224,15 @@ async def delete_states_async(
 
 
 async def list_pending_async(
-    store: object, *, prefix: str = "", limit: int | None = None, state_prefix: str | None = None
+    store: object,
+    *,
+    prefix: str = "",
+    limit: int | None = None,
+    state_prefix: str | None = None,
+    lock_prefix: str = LOCK_PREFIX,
 ) -> list[PendingRun]:
     p, io = _async(store, state_prefix)
-    return await adrive(_list_pending(p, prefix, limit), io)
+    return await adrive(_list_pending(p, check_pattern(lock_prefix), prefix, limit), io)
 
 
 async def clear_state_async(store: object, *, state_prefix: str | None = None) -> int:
@@ -232,6 +254,7 @@ async def retry_step_async(
 __all__ = [
     "DeleteReport",
     "PendingRun",
+    "RunState",
     "clear_state",
     "clear_state_async",
     "delete_state",

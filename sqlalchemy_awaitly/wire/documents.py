@@ -25,6 +25,8 @@ from . import json_text
 
 Snapshot = dict[str, Any]
 SNAPSHOT_FORMAT_VERSION = 1
+LOCK_PREFIX = "workflow:lock:"
+"""Where a run's lease lives (``<lock prefix><id>``) unless ``run`` is given another."""
 IDEMPOTENCY_PREFIX = "idem:"
 """Idempotency records live under ``<state prefix>idem:<key>``, as awaitly writes them."""
 
