@@ -32,6 +32,7 @@ from .execution import (
 )
 from .schema import DEFAULT_TABLE_NAME
 from .statements import Op, Statements
+from .validation import Ttl
 
 T = TypeVar("T")
 AsyncTransaction = AsyncConnection | AsyncSession
@@ -160,7 +161,7 @@ class AsyncSQLAlchemyKeyValueStore:
         self,
         key: str,
         value: str,
-        ttl: float | None = None,
+        ttl: Ttl = None,
         *,
         connection: AsyncTransaction | None = None,
     ) -> None:
@@ -175,7 +176,7 @@ class AsyncSQLAlchemyKeyValueStore:
         self,
         key: str,
         value: str,
-        ttl: float | None = None,
+        ttl: Ttl = None,
         *,
         connection: AsyncTransaction | None = None,
     ) -> bool:
@@ -185,7 +186,7 @@ class AsyncSQLAlchemyKeyValueStore:
         self,
         key: str,
         value: str,
-        ttl: float | None = None,
+        ttl: Ttl = None,
         *,
         guard_key: str,
         guard_value: str,
@@ -207,7 +208,7 @@ class AsyncSQLAlchemyKeyValueStore:
     async def touch(
         self,
         key: str,
-        ttl: float | None,
+        ttl: Ttl,
         *,
         if_value: str | None = None,
         connection: AsyncTransaction | None = None,
@@ -235,7 +236,7 @@ class AsyncSQLAlchemyKeyValueStore:
     async def set_many(
         self,
         items: Mapping[str, str] | Iterable[tuple[str, str]],
-        ttl: float | None = None,
+        ttl: Ttl = None,
         *,
         connection: AsyncTransaction | None = None,
     ) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 from .execution import Outcome
 from .patterns import KeyScan, scan_for_pattern, scan_for_prefix
 from .validation import (
+    Ttl,
     check_batch_size,
     check_key,
     check_keys,
@@ -112,7 +113,7 @@ class Calls:
     def exists(self, key: str) -> Call[bool]:
         return Call("exists", {"key": check_key(key)}, _any_row)
 
-    def set(self, key: str, value: str, ttl: float | None) -> Call[None]:
+    def set(self, key: str, value: str, ttl: Ttl) -> Call[None]:
         key = check_key(key)
         params = {"key": key, "value": check_value(key, value), "ttl": check_ttl(ttl)}
         return Call("set", params, _none)
@@ -124,7 +125,7 @@ class Calls:
         return Call("delete_if", {"key": key, "value": check_value(key, if_value)}, _first_flag)
 
     def set_guarded(
-        self, key: str, value: str, ttl: float | None, guard_key: str, guard_value: str
+        self, key: str, value: str, ttl: Ttl, guard_key: str, guard_value: str
     ) -> Call[bool]:
         key = check_key(key)
         params = {
@@ -144,12 +145,12 @@ class Calls:
         }
         return Call("delete_guarded", params, _any_row)
 
-    def add(self, key: str, value: str, ttl: float | None) -> Call[bool]:
+    def add(self, key: str, value: str, ttl: Ttl) -> Call[bool]:
         key = check_key(key)
         params = {"key": key, "value": check_value(key, value), "ttl": check_ttl(ttl)}
         return Call("add", params, _any_row)
 
-    def touch(self, key: str, ttl: float | None, if_value: str | None = None) -> Call[bool]:
+    def touch(self, key: str, ttl: Ttl, if_value: str | None = None) -> Call[bool]:
         key = check_key(key)
         params: dict[str, Any] = {"match_key": key, "ttl": check_ttl(ttl)}
         if if_value is None:
@@ -168,7 +169,7 @@ class Calls:
         )
 
     def set_many(
-        self, items: Mapping[str, str] | Iterable[tuple[str, str]], ttl: float | None
+        self, items: Mapping[str, str] | Iterable[tuple[str, str]], ttl: Ttl
     ) -> Call[None]:
         pairs = items.items() if isinstance(items, Mapping) else items
         latest: dict[str, str] = {}

@@ -8,7 +8,7 @@ from typing import Any, overload
 from .aio import AsyncSQLAlchemyKeyValueStore, AsyncTransaction
 from .errors import InvalidInputError
 from .store import SQLAlchemyKeyValueStore, Transaction
-from .validation import check_pattern
+from .validation import Ttl, check_pattern
 from .wire.documents import Snapshot, decode_state, encode_snapshot
 
 DEFAULT_PREFIX = "workflow:state:"
@@ -47,7 +47,7 @@ class StatePersistence(_PrefixedKeys):
         state: Mapping[str, Any],
         metadata: Mapping[str, Any] | None = None,
         *,
-        ttl: float | None = None,
+        ttl: Ttl = None,
         connection: Transaction | None = None,
     ) -> None:
         """Upsert the snapshot (``metadata`` merged into its own)."""
@@ -87,7 +87,7 @@ class AsyncStatePersistence(_PrefixedKeys):
         state: Mapping[str, Any],
         metadata: Mapping[str, Any] | None = None,
         *,
-        ttl: float | None = None,
+        ttl: Ttl = None,
         connection: AsyncTransaction | None = None,
     ) -> None:
         key = self.key(run_id)

@@ -33,6 +33,7 @@ from .execution import (
 )
 from .schema import DEFAULT_TABLE_NAME
 from .statements import Op, Statements
+from .validation import Ttl
 
 T = TypeVar("T")
 Transaction = Connection | Session
@@ -158,7 +159,7 @@ class SQLAlchemyKeyValueStore:
         self,
         key: str,
         value: str,
-        ttl: float | None = None,
+        ttl: Ttl = None,
         *,
         connection: Transaction | None = None,
     ) -> None:
@@ -175,7 +176,7 @@ class SQLAlchemyKeyValueStore:
         self,
         key: str,
         value: str,
-        ttl: float | None = None,
+        ttl: Ttl = None,
         *,
         connection: Transaction | None = None,
     ) -> bool:
@@ -186,7 +187,7 @@ class SQLAlchemyKeyValueStore:
         self,
         key: str,
         value: str,
-        ttl: float | None = None,
+        ttl: Ttl = None,
         *,
         guard_key: str,
         guard_value: str,
@@ -213,7 +214,7 @@ class SQLAlchemyKeyValueStore:
     def touch(
         self,
         key: str,
-        ttl: float | None,
+        ttl: Ttl,
         *,
         if_value: str | None = None,
         connection: Transaction | None = None,
@@ -241,7 +242,7 @@ class SQLAlchemyKeyValueStore:
     def set_many(
         self,
         items: Mapping[str, str] | Iterable[tuple[str, str]],
-        ttl: float | None = None,
+        ttl: Ttl = None,
         *,
         connection: Transaction | None = None,
     ) -> None:

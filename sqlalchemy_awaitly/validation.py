@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
+from datetime import timedelta
+from typing import TypeAlias
 
 from .errors import InvalidInputError
 
@@ -84,12 +86,20 @@ def check_value(key: str, value: object) -> str:
     return value
 
 
+Ttl: TypeAlias = "float | timedelta | None"
+"""A time to live: seconds, a ``timedelta``, or None for "never expires"."""
+
+
 def check_ttl(ttl: object) -> float | None:
     """Return the TTL in seconds as a float, or None for 'never expires'."""
     if ttl is None:
         return None
+    if isinstance(ttl, timedelta):
+        ttl = ttl.total_seconds()
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
-        raise TypeError(f"ttl must be a number of seconds or None, got {type(ttl).__name__}")
+        raise TypeError(
+            f"ttl must be a number of seconds, a timedelta or None, got {type(ttl).__name__}"
+        )
     try:
         seconds = float(ttl)
     except OverflowError:  # an int too large for a float

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -53,6 +54,18 @@ def test_ttl_hides_expired_rows_from_every_read(store: Any) -> None:
     assert store.get_many(["short", "long"]) == {"long": "l"}
     assert store.delete("short") is False
     assert store.stats().rows == 2
+
+
+def test_ttl_takes_a_timedelta(store: Any) -> None:
+    store.set("short", "s", ttl=timedelta(milliseconds=500))
+    store.set_many({"long": "l"}, ttl=timedelta(hours=1))
+    assert store.add("added", "a", ttl=timedelta(milliseconds=500)) is True
+    time.sleep(TTL_SLEEP)
+    assert store.keys("*") == ["long"]
+    with pytest.raises(InvalidInputError):
+        store.set("k", "v", ttl=timedelta(0))
+    with pytest.raises(InvalidInputError):
+        store.set("k", "v", ttl=timedelta(days=-1))
 
 
 def test_set_again_without_ttl_clears_expiry(store: Any) -> None:
