@@ -14,23 +14,36 @@ from logging.config import fileConfig
 from typing import Any
 
 from alembic import context
-from sqlalchemy import create_engine, pool
+from sqlalchemy import MetaData, create_engine, pool
 from sqlalchemy.engine import Connection, Engine
 
-from sqlalchemy_awaitly.alembic import VERSION_TABLE, database_url, only_tables_of
-from sqlalchemy_awaitly.schema import Base
+from sqlalchemy_awaitly.alembic import (
+    database_url,
+    migration_target,
+    only_tables_of,
+    version_table_for,
+)
+from sqlalchemy_awaitly.schema import DEFAULT_TABLE_NAME, Base, workflow_state_table
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
-target_metadata = Base.metadata
+table_name, schema = migration_target()
+# What the revisions read (they import nothing from the package, to stay frozen).
+config.attributes.update(awaitly_table=table_name, awaitly_schema=schema)
+if (table_name, schema) == (DEFAULT_TABLE_NAME, None):
+    target_metadata = Base.metadata
+else:  # sqlalchemy-awaitly migrate --table/--schema: the same model under that name
+    target_metadata = MetaData()
+    workflow_state_table(target_metadata, table_name, schema)
 
 
 def configure(**given: Any) -> None:
     context.configure(
         target_metadata=target_metadata,
-        version_table=VERSION_TABLE,
+        version_table=version_table_for(table_name),
+        version_table_schema=schema,
         include_object=only_tables_of(target_metadata),
         compare_type=True,
         **given,

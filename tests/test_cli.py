@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -17,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 
 from sqlalchemy_awaitly import SQLAlchemyKeyValueStore, durable
 from sqlalchemy_awaitly.durable import Err
+
+pytestmark = pytest.mark.slow  # end to end, in processes of its own: pytest -m slow
 
 SCRIPT = Path(sys.executable).parent / "sqlalchemy-awaitly"
 STATE_OF = "SELECT value FROM awaitly_workflow_state WHERE key = :key"
@@ -60,7 +63,7 @@ def rows(url: str, sql: str, **params: Any) -> list[Any]:
 
 
 def test_demo_tells_the_story_and_the_database_agrees(url: str) -> None:
-    done = cli("demo", "--url", url, "--workflow-id", "checkout-test")
+    done = cli("demo", "--url", url, "--workflow-id", "checkout-test", "--keep")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "The story held" in done.stdout
     found = rows(
@@ -121,11 +124,18 @@ def test_operator_commands(url: str) -> None:
     listed = cli("list", "--url", url)
     assert listed.returncode == 0
     lines = listed.stdout.splitlines()
-    assert lines[0].split() == ["ID", "STEPS", "STATUS", "LAST", "UPDATE"]
-    assert [line.split()[0] for line in lines[1:]] == ["invoice-1", "order-2", "order-1"]
-    assert "failed at create-order" in lines[1]
-    as_json = json.loads(cli("list", "--url", url, "--json", "--prefix", "order-").stdout)
-    assert [run["id"] for run in as_json] == ["order-2", "order-1"]
+    assert lines[0].split() == ["ID", "STATE", "STEPS", "LAST", "UPDATE", "DETAIL"]
+    assert [line.split()[:3] for line in lines[1:]] == [
+        ["invoice-1", "failed", "2"],
+        ["order-2", "failed", "2"],
+        ["order-1", "failed", "2"],
+    ]
+    assert lines[1].endswith("step create-order failed")
+    as_json = json.loads(cli("list", "order-", "--url", url, "--json").stdout)
+    assert [(run["id"], run["state"]) for run in as_json] == [
+        ("order-2", "failed"),
+        ("order-1", "failed"),
+    ]
     assert as_json[0]["steps"] == 2 and as_json[0]["failed_step"] == "create-order"
     assert len(json.loads(cli("list", "--url", url, "--json", "--limit", "1").stdout)) == 1
 
@@ -279,7 +289,99 @@ def test_arguments_that_are_not_utf8_are_bad_input(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'state.db'}"
     assert cli("migrate", "--url", url).returncode == 0
     not_utf8 = os.fsdecode(b"order-\xff")  # as Python decodes such a command-line byte
-    for args in (["show", not_utf8], ["delete", not_utf8], ["list", "--prefix", not_utf8]):
+    for args in (["show", not_utf8], ["delete", not_utf8], ["list", not_utf8]):
         done = cli(*args, "--url", url)
         assert done.returncode == 2, (args, done.stderr)
         assert "lone surrogate" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_missing_table_hint_is_a_command_that_works(url: str) -> None:
+    schema = None
+    if url.startswith("postgresql"):
+        schema = "ops"
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text("CREATE SCHEMA ops"))
+        engine.dispose()
+    where = ["--table", "run_state", *(["--schema", schema] if schema else [])]
+    missing = cli("list", "--url", url, *where)
+    assert missing.returncode == 4
+    assert "create_table" not in missing.stderr and "verify_schema" not in missing.stderr
+    hint = missing.stderr.strip().splitlines()[-1].strip()
+    assert hint.startswith("sqlalchemy-awaitly migrate --url ") and hint.endswith(" ".join(where))
+    words = hint.replace(f"'{url}'", url).split()[1:]
+    for _ in range(2):  # again: nothing to do
+        migrated = cli(*words)
+        assert migrated.returncode == 0, migrated.stderr
+    assert cli("list", "--url", url, *where).returncode == 0
+    failed_run_in(url, "run_state", schema)
+    as_json = json.loads(cli("list", "--url", url, *where, "--json").stdout)
+    assert [(run["id"], run["state"]) for run in as_json] == [("order-9", "failed")]
+    assert cli("list", "--url", url).returncode == 4  # the default table was not made
+
+
+def failed_run_in(url: str, table: str, schema: str | None) -> None:
+    store = SQLAlchemyKeyValueStore(url, table_name=table, schema=schema, create_table=False)
+    try:
+        durable.run(None, lambda step, deps: step(lambda: Err("NO"), key="pay"), id="order-9",
+                    store=store)  # fmt: skip
+    finally:
+        store.close()
+
+
+def test_version() -> None:
+    shown = cli("--version")
+    assert shown.returncode == 0 and shown.stdout.startswith("sqlalchemy-awaitly, version ")
+
+
+def tables_in(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return set(inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_the_demo_removes_what_it_made(url: str) -> None:
+    before = tables_in(url)
+    assert cli("demo", "--url", url).returncode == 0
+    assert tables_in(url) == before  # its effects table and the state table are gone
+    assert cli("migrate", "--url", url).returncode == 0
+    assert cli("demo", "--url", url).returncode == 0
+    assert "awaitly_workflow_state" in tables_in(url)  # it was there before: left
+    assert rows(url, "SELECT key FROM awaitly_workflow_state") == []
+
+
+def test_the_demo_without_a_url_uses_a_folder_of_its_own(tmp_path: Path) -> None:
+    done = cli("demo", env={"TMPDIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert list(tmp_path.iterdir()) == []  # removed at the end
+
+
+def test_ctrl_c_ends_the_demo_once_with_130(tmp_path: Path) -> None:
+    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    environment["TMPDIR"] = str(tmp_path)
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "sqlalchemy_awaitly", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    try:
+        assert demo.stdout is not None
+        deadline = time.monotonic() + 60
+        while "ran in pid" not in demo.stdout.readline():  # a worker is running a step
+            assert time.monotonic() < deadline and demo.poll() is None
+        os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C sends to the foreground group
+        out, err = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert demo.returncode == 130
+    assert err.count("interrupted") == 1 and "Aborted" not in err + out
+    assert "Traceback" not in err + out
+    assert list(tmp_path.iterdir()) == []

@@ -51,7 +51,7 @@ def opened(
     """The state of an existing table: no DDL, and a missing SQLite file is an error."""
     if not url:
         raise Failure("no database: pass --url or set DATABASE_URL", BAD_INPUT)
-    with explained(url):
+    with explained(url, table, schema):
         _refuse_missing_sqlite_file(url)
         store = SQLAlchemyKeyValueStore(url, table_name=table, schema=schema, create_table=False)
         try:
@@ -73,6 +73,7 @@ def _refuse_missing_sqlite_file(url: str) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sqlalchemy-awaitly", prog_name="sqlalchemy-awaitly")
 def main() -> None:
     """Durable-workflow state in your SQLAlchemy database: a demo, and operator commands.
 
@@ -86,7 +87,7 @@ def main() -> None:
 
 @main.command("list")
 @database_options
-@click.option("--prefix", default="", help="only workflow ids starting with this")
+@click.argument("id_prefix", default="", required=False)
 @click.option("--limit", type=click.IntRange(min=0), default=None)
 @click.option("--json", "as_json", is_flag=True, help="one JSON array, for scripts")
 def list_command(
@@ -94,17 +95,20 @@ def list_command(
     table: str,
     schema: str | None,
     key_prefix: str,
-    prefix: str,
+    id_prefix: str,
     limit: int | None,
     as_json: bool,
 ) -> None:
-    """Pending workflows (running, crashed or failed), newest first."""
-    with opened(url, table, schema, key_prefix) as state, explained(url):
-        runs = durable.list_pending(state, prefix=prefix, limit=limit)
+    """Stored runs not completed (running, failed, crashed, corrupt), newest first.
+
+    ID_PREFIX: only the workflow ids starting with it.
+    """
+    with opened(url, table, schema, key_prefix) as state, explained(url, table, schema):
+        runs = durable.list_pending(state, prefix=id_prefix, limit=limit)
     if as_json:
-        click.echo(json.dumps([run.__dict__ for run in runs], indent=2))
+        click.echo(json.dumps([run.as_json() for run in runs], indent=2))
     elif not runs:
-        click.echo(f"no pending workflows under {key_prefix}{prefix}*")
+        click.echo(f"no stored runs under {key_prefix}{id_prefix}*")
     else:
         _print_runs(runs)
     corrupt = sum(1 for run in runs if run.corrupt)
@@ -114,18 +118,21 @@ def list_command(
 
 
 def _print_runs(runs: list[durable.PendingRun]) -> None:
-    rows = [("ID", "STEPS", "STATUS", "LAST UPDATE")]
+    """The fields of ``list --json``, as a table: ID, STATE, STEPS, LAST UPDATE, DETAIL."""
+    rows = [("ID", "STATE", "STEPS", "LAST UPDATE", "DETAIL")]
     for run in runs:
-        status = run.status or "?"
+        detail = f"step {run.failed_step} failed" if run.failed_step else ""
         if run.corrupt:
-            status = f"corrupt: {run.corrupt}"
-        elif run.failed_step:
-            status = f"failed at {run.failed_step}"
+            detail = run.corrupt
         shown_id = run.id.encode("utf-8", "backslashreplace").decode()  # a damaged SQLite key
-        rows.append((shown_id, str(run.steps), status, run.last_updated or "-"))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        rows.append((shown_id, str(run.state), str(run.steps), run.last_updated or "-", detail))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
-        click.echo(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}")
+        line = (
+            f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  "
+            f"{row[3]:<{widths[3]}}  {row[4]}"
+        )
+        click.echo(line.rstrip())
 
 
 @main.command()
@@ -135,7 +142,7 @@ def show(
     url: str | None, table: str, schema: str | None, key_prefix: str, workflow_id: str
 ) -> None:
     """The stored snapshot of WORKFLOW_ID, pretty-printed."""
-    with opened(url, table, schema, key_prefix) as state, explained(url):
+    with opened(url, table, schema, key_prefix) as state, explained(url, table, schema):
         raw = state.load_raw(workflow_id)
         if raw is None:
             raise Failure(f"no stored workflow {workflow_id!r} under {key_prefix}", NOT_FOUND)
@@ -151,7 +158,7 @@ def delete(
 ) -> None:
     """Forget the stored state of each WORKFLOW_ID (the next run starts over)."""
     missing = []
-    with opened(url, table, schema, key_prefix) as state, explained(url):
+    with opened(url, table, schema, key_prefix) as state, explained(url, table, schema):
         for workflow_id in workflow_ids:
             if durable.delete_state(state, workflow_id):
                 click.echo(f"deleted {workflow_id}")
@@ -174,7 +181,7 @@ def retry(
     step_key: str | None,
 ) -> None:
     """Clear WORKFLOW_ID's stored failure, so its next run executes that step again."""
-    with opened(url, table, schema, key_prefix) as state, explained(url):
+    with opened(url, table, schema, key_prefix) as state, explained(url, table, schema):
         if state.load_raw(workflow_id) is None:
             raise Failure(f"no stored workflow {workflow_id!r} under {key_prefix}", NOT_FOUND)
         cleared = durable.retry_step(state, workflow_id, step_key)
@@ -197,7 +204,7 @@ def purge_expired(
         if tty:
             click.echo(f"\rpurged {total:,} ...", nl=False, err=True)
 
-    with opened(url, table, schema, key_prefix) as state, explained(url):
+    with opened(url, table, schema, key_prefix) as state, explained(url, table, schema):
         total = state.store.purge_expired(batch_size, on_batch=progress)
     if tty:
         click.echo("\r", nl=False, err=True)
@@ -208,7 +215,7 @@ def purge_expired(
 @database_options
 def stats(url: str | None, table: str, schema: str | None, key_prefix: str) -> None:
     """Rows, expired rows, and (on PostgreSQL) table and index sizes."""
-    with opened(url, table, schema, key_prefix) as state, explained(url):
+    with opened(url, table, schema, key_prefix) as state, explained(url, table, schema):
         found = state.store.stats()
     click.echo(f"rows          {found.rows:,}")
     click.echo(f"expired rows  {found.expired_rows:,}")
@@ -232,14 +239,16 @@ def _size(count: int) -> str:
 
 @main.command()
 @click.option("--url", envvar="DATABASE_URL", help=URL_HELP)
-def migrate(url: str | None) -> None:
+@click.option("--table", default=DEFAULT_TABLE_NAME, show_default=True)
+@click.option("--schema", default=None, help="PostgreSQL schema of the table (it must exist)")
+def migrate(url: str | None, table: str, schema: str | None) -> None:
     """Create or upgrade the table with the packaged Alembic revisions."""
     from .migrate import upgrade
 
     if not url:
         raise Failure("no database: pass --url or set DATABASE_URL", BAD_INPUT)
-    with explained(url):
-        click.echo(upgrade(url))
+    with explained(url, table, schema):
+        click.echo(upgrade(url, table, schema))
 
 
 from .demo import demo, demo_worker  # noqa: E402  (registers the demo commands)

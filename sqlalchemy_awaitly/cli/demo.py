@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,11 +21,24 @@ import uuid
 from typing import Any
 
 import click
-from sqlalchemy import Column, Engine, Integer, MetaData, Table, Text, create_engine, insert, select
+from sqlalchemy import (
+    Column,
+    Engine,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    insert,
+    inspect,
+    select,
+)
 
 from .. import durable
 from ..config import shown_url, url_of
 from ..persistence import create_postgres_persistence
+from ..schema import DEFAULT_TABLE_NAME
 from .errors import NOT_FOUND, Failure, explained
 
 STEPS = ["fetch-user", "reserve-stock", "charge-card", "create-order", "send-confirmation"]
@@ -41,33 +55,60 @@ effects = Table(
 )
 
 
-def default_url() -> str:
-    return f"sqlite:///{os.path.join(tempfile.gettempdir(), 'sqlalchemy-awaitly-demo.db')}"
-
-
 def effects_engine(url: str) -> Engine:
     resolved = url_of(url)
     return create_engine(resolved)
 
 
 @click.command()
-@click.option("--url", envvar="DATABASE_URL", help="database (default: a SQLite file in /tmp)")
+@click.option("--url", envvar="DATABASE_URL", help="database (default: a new SQLite file)")
+@click.option("--keep", is_flag=True, help="keep the tables and rows the demo made, to look at")
 @click.option("--workflow-id", hidden=True, default=None)
-def demo(url: str | None, workflow_id: str | None) -> None:
-    """Run a checkout workflow, crash it half-way, resume it in a new process."""
-    url = url or default_url()
+def demo(url: str | None, keep: bool, workflow_id: str | None) -> None:
+    """Run a checkout workflow, crash it half-way, resume it in a new process.
+
+    Without --url, in a SQLite file in a temp directory of its own. What the
+    demo creates (its tables, its rows, that directory) is removed at the
+    end unless --keep; tables that were there before are left.
+    """
+    folder = None if url else tempfile.mkdtemp(prefix="sqlalchemy-awaitly-demo-")
+    url = url or f"sqlite:///{os.path.join(str(folder), 'demo.db')}"
     workflow_id = workflow_id or f"checkout-{uuid.uuid4().hex[:6]}"
-    with explained(url):
-        engine = effects_engine(url)
-        try:
-            effects.create(engine, checkfirst=True)
-            state = create_postgres_persistence(url)  # creates the state table if missing
+    try:
+        with explained(url):
+            engine = effects_engine(url)
             try:
-                _story(url, workflow_id, engine, state)
+                made = [t for t in (effects.name, DEFAULT_TABLE_NAME) if not _exists(engine, t)]
+                effects.create(engine, checkfirst=True)
+                state = create_postgres_persistence(url)  # creates the state table if missing
+                try:
+                    _story(url, workflow_id, engine, state)
+                finally:
+                    state.close()
+                    if not keep:
+                        _clean_up(engine, workflow_id, made)
             finally:
-                state.close()
-        finally:
-            engine.dispose()
+                engine.dispose()
+    except KeyboardInterrupt:
+        click.echo("interrupted: the demo stopped, and removed what it made", err=True)
+        sys.exit(130)  # 128 + SIGINT, as a shell reports it
+    finally:
+        if folder is not None and not keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _exists(engine: Engine, table: str) -> bool:
+    with engine.connect() as conn:
+        return inspect(conn).has_table(table)
+
+
+def _clean_up(engine: Engine, workflow_id: str, made: list[str]) -> None:
+    """Drop the tables the demo made; in a table that was there, delete only its own rows."""
+    with engine.begin() as conn:
+        if effects.name not in made:
+            conn.execute(delete(effects).where(effects.c.workflow_id == workflow_id))
+        for table in made:
+            Table(table, MetaData()).drop(conn, checkfirst=True)
 
 
 def _story(url: str, workflow_id: str, engine: Engine, state: Any) -> None:
@@ -109,14 +150,24 @@ def _story(url: str, workflow_id: str, engine: Engine, state: Any) -> None:
 
 
 def _worker(url: str, workflow_id: str, *, crash: bool) -> int:
+    """Run one worker to its end; Ctrl-C (which reaches only the demo: the worker has
+    a session of its own) kills it and goes on up."""
     args = [sys.executable, "-m", "sqlalchemy_awaitly", "demo-worker", url, workflow_id]
     worker = subprocess.Popen(
-        [*args, *(["--crash"] if crash else [])], stdout=subprocess.PIPE, text=True
+        [*args, *(["--crash"] if crash else [])],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     assert worker.stdout is not None
-    for line in worker.stdout:
-        click.echo(f"   {line.rstrip()}")
-    return worker.wait()
+    try:
+        for line in worker.stdout:
+            click.echo(f"   {line.rstrip()}")
+        return worker.wait()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
 
 
 @click.command("demo-worker", hidden=True)
