@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData
 from sqlalchemy.engine import URL
 
 from .config import url_of
 from .errors import ConfigurationError
 from .schema import DEFAULT_TABLE_NAME
+from .validation import MAX_IDENTIFIER_LENGTH, check_identifier
 
 #: The branch label of this package's revisions (``alembic upgrade awaitly@head``).
 BRANCH_LABEL = "awaitly"
@@ -84,6 +86,64 @@ def ignore_workflow_state(
 #: :func:`ignore_workflow_state` for the default table name in the default schema.
 include_object: IncludeObject = ignore_workflow_state()
 
+ProcessRevisionDirectives = Callable[[Any, Any, list[Any]], None]
+
+
+def keep_host_revisions_in(
+    versions: str | os.PathLike[str], branch_label: str | None = None
+) -> ProcessRevisionDirectives:
+    """A ``process_revision_directives`` hook: a host's new revisions go in ``versions``,
+    after the host's own head, never after ours.
+
+    With our revisions in ``version_locations``, ``alembic revision`` would
+    base a host's first revision on our head (then the only one) and write it
+    next to ours, inside the installed package; and every later one would
+    stop at "Multiple heads are present". Here a revision whose head was not
+    chosen (``--head``) goes after the host's single head, or starts the
+    host's history (as ``branch_label``) if it has none yet.
+    """
+    folder = os.fspath(versions)
+
+    def process(context: Any, revision: Any, directives: list[Any]) -> None:
+        script = ScriptDirectory.from_config(context.config)
+        packaged = Path(versions_location()).resolve()
+        ours = {
+            r.revision for r in script.walk_revisions() if Path(r.path).resolve().parent == packaged
+        }
+        for directive in directives:
+            if directive.head in (None, "head"):  # not chosen on the command line
+                host_heads = [h for h in script.get_heads() if h not in ours]
+                if not host_heads:
+                    directive.head = "base"
+                    directive.branch_label = directive.branch_label or branch_label
+                elif len(host_heads) == 1:
+                    directive.head = host_heads[0]
+            if directive.head not in ours and directive.version_path is None:
+                directive.version_path = folder
+
+    return process
+
+
+def host_options(
+    versions: str | os.PathLike[str],
+    *,
+    branch_label: str | None = None,
+    table_name: str = DEFAULT_TABLE_NAME,
+    schema: str | None = None,
+    also: IncludeObject | None = None,
+) -> dict[str, Any]:
+    """What a host's ``env.py`` adds to each ``context.configure(...)`` call to run our
+    revisions in its history: ``**host_options(Path(__file__).parent / "versions")``.
+
+    ``include_object`` hides our table from the host's autogenerate (chaining
+    ``also``, the host's own hook), and :func:`keep_host_revisions_in` keeps
+    the host's revisions in ``versions`` on its own branch.
+    """
+    return {
+        "include_object": ignore_workflow_state(table_name, schema, also=also),
+        "process_revision_directives": keep_host_revisions_in(versions, branch_label),
+    }
+
 
 def only_tables_of(metadata: MetaData) -> IncludeObject:
     """An ``include_object`` hook that compares only ``metadata``'s tables.
@@ -122,15 +182,56 @@ def database_url(config: Config, x_url: str | None = None) -> URL:
     return url_of(given)
 
 
-def alembic_config(url: str | URL | None = None) -> Config:
+def alembic_config(
+    url: str | URL | None = None,
+    *,
+    table_name: str = DEFAULT_TABLE_NAME,
+    schema: str | None = None,
+) -> Config:
     """A :class:`~alembic.config.Config` for the packaged environment, without an ini file.
 
     ``command.upgrade(alembic_config(url), "heads")`` migrates ``url`` (or
     ``DATABASE_URL``) the way ``alembic upgrade heads`` does from a checkout.
+    ``table_name`` and ``schema`` make the revisions build that table instead,
+    with its own history (:func:`version_table_for`).
     """
+    check_identifier(table_name, "table name")
+    if schema is not None:
+        check_identifier(schema, "schema name")
     config = Config()
     config.set_main_option("script_location", script_location())
     if url is not None:
         rendered = url.render_as_string(hide_password=False) if isinstance(url, URL) else url
         config.attributes["awaitly_url"] = rendered
+    config.attributes["awaitly_table"] = table_name
+    config.attributes["awaitly_schema"] = schema
     return config
+
+
+def version_table_for(table_name: str) -> str:
+    """Where the standalone history of ``table_name`` is kept: one history per table."""
+    if table_name == DEFAULT_TABLE_NAME:
+        return VERSION_TABLE
+    name = f"{table_name}_alembic_version"
+    if len(name) > MAX_IDENTIFIER_LENGTH:
+        raise ConfigurationError(
+            f"table name {table_name!r} is too long for its version table {name!r} "
+            f"({MAX_IDENTIFIER_LENGTH} characters at most)"
+        )
+    return name
+
+
+def migration_target() -> tuple[str, str | None]:
+    """The table the packaged revisions build: the default one, unless :func:`alembic_config`
+    (``sqlalchemy-awaitly migrate --table/--schema``) or ``-x awaitly_table=`` /
+    ``-x awaitly_schema=`` name another. Called inside a migration run only."""
+    from alembic import context
+
+    given = context.config.attributes
+    x = context.get_x_argument(as_dictionary=True)
+    table = given.get("awaitly_table") or x.get("awaitly_table") or DEFAULT_TABLE_NAME
+    schema = given.get("awaitly_schema") or x.get("awaitly_schema") or None
+    check_identifier(table, "table name")
+    if schema is not None:
+        check_identifier(schema, "schema name")
+    return table, schema

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -47,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HOST_APP = Path(__file__).resolve().parent / "host_app"
 OWNED_TABLE = 'workflow_state = workflow_state_table(Base.metadata, "wf_state", schema="app")'
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -194,8 +195,6 @@ def test_upgrade_heads_runs_the_packaged_revisions_in_the_host_history(
         installed_wheel,
         "revision",
         "--autogenerate",
-        "--head",
-        "host_0001@head",
         "-m",
         "nothing",
     )
@@ -265,17 +264,117 @@ def test_a_table_that_drifted_from_the_model_fails_closed(database: str) -> None
     store.close()
 
 
-def test_readme_snippets_are_the_host_app(host_app: Path) -> None:
+def readme_block(marker: str) -> str:
     readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```(?:ini|python)\n(.*?)```", readme.split("## Alembic", 1)[1], re.S)
-    host_files = "\n".join(
-        p.read_text() for p in HOST_APP.rglob("*") if p.suffix in (".ini", ".py")
+    return re.findall(rf"<!-- {marker} -->\n```\w+\n(.*?)```", readme, re.S)[0]
+
+
+def follow_the_ini_recipe(ini: Path, database: str) -> None:
+    """Each README line replaces the line of its name (uncommented first, else commented)."""
+    lines = ini.read_text().splitlines()
+    for wanted in readme_block("alembic-host-ini").strip().splitlines():
+        name = wanted.split("=")[0].strip()
+        if name == "sqlalchemy.url":
+            wanted = f"sqlalchemy.url = {database}"
+        plain = [i for i, line in enumerate(lines) if line.split("=")[0].strip() == name]
+        commented = [
+            i for i, line in enumerate(lines) if line.lstrip("# ").split("=")[0].strip() == name
+        ]
+        (plain or commented)[0:1] or pytest.fail(f"alembic init wrote no {name} line")
+        lines[(plain or commented)[0]] = wanted
+    ini.write_text("\n".join(lines) + "\n")
+
+
+def follow_the_env_recipe(env: Path) -> None:
+    source = env.read_text()
+    assert source.count("target_metadata=target_metadata") == 2  # both configure calls
+    source = source.replace(
+        "from alembic import context\n",
+        "from alembic import context\n" + readme_block("alembic-host-env") + "\nimport models\n",
     )
-    for block in blocks[:2]:
-        for line in block.strip().splitlines():
-            if not line.startswith("#"):
-                assert line.strip() in host_files, line
-    assert OWNED_TABLE in readme
+    source = source.replace("target_metadata = None", "target_metadata = models.Base.metadata")
+    source = source.replace(
+        "target_metadata=target_metadata", "target_metadata=target_metadata, **awaitly_options"
+    )
+    env.write_text(source)
+
+
+MODELS = """
+from sqlalchemy import Integer, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+"""
+CUSTOMERS = """
+
+class Customer(Base):
+    __tablename__ = "customers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+"""
+
+
+def test_the_readme_recipe_from_alembic_init(
+    tmp_path: Path, database: str, installed_wheel: Path
+) -> None:
+    """``alembic init``, the README's edits and commands verbatim: the host's revisions,
+    the first one included, land in its own folder on its own branch."""
+    app = tmp_path / "app"
+    app.mkdir()
+
+    def run(command: str) -> subprocess.CompletedProcess[str]:
+        args = [sys.executable, "-m", *shlex.split(command)]
+        env = os.environ | {"PYTHONPATH": str(installed_wheel)}
+        env.pop("DATABASE_URL", None)
+        done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=app, timeout=120)
+        assert done.returncode == 0, command + "\n" + done.stdout + done.stderr
+        return done
+
+    run("alembic init migrations")
+    follow_the_ini_recipe(app / "alembic.ini", database)
+    follow_the_env_recipe(app / "migrations" / "env.py")
+    (app / "models.py").write_text(MODELS)
+    packaged = set((installed_wheel / "sqlalchemy_awaitly" / "migrations" / "versions").iterdir())
+
+    commands = readme_block("alembic-host-commands").strip().splitlines()
+    for command in commands:
+        run(command)
+    (app / "models.py").write_text(MODELS + CUSTOMERS)
+    for command in commands[1:]:
+        run(command.replace("add orders", "add customers"))
+
+    versions = app / "migrations" / "versions"
+    first, second = (
+        next(versions.glob(f"*_add_{name}.py")).read_text() for name in ("orders", "customers")
+    )
+    assert "down_revision: Union[str, Sequence[str], None] = None" in first
+    assert "branch_labels: Union[str, Sequence[str], None] = ('app',)" in first
+    assert "create_table('orders'" in first and "awaitly_workflow_state" not in first
+    assert "create_table('customers'" in second and "awaitly_workflow_state" not in second
+    first_id = re.findall(r"^revision: str = '(\w+)'", first, re.M)[0]
+    assert f"down_revision: Union[str, Sequence[str], None] = '{first_id}'" in second
+    assert set((installed_wheel / "sqlalchemy_awaitly" / "migrations" / "versions").iterdir()) == (
+        packaged
+    )
+    engine = create_engine(database)
+    try:
+        with engine.connect() as conn:
+            assert set(inspect(conn).get_table_names()) == {
+                "alembic_version",
+                "orders",
+                "customers",
+                "awaitly_workflow_state",
+            }
+            assert len(conn.execute(text("SELECT version_num FROM alembic_version")).all()) == 2
+    finally:
+        engine.dispose()
 
 
 def _default_table():  # type: ignore[no-untyped-def]
