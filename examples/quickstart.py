@@ -39,10 +39,8 @@ def checkout(step: Any, deps: Any) -> Any:
     return order
 
 
-def main() -> int:
+def main(url: str) -> int:
     global in_stock
-    default = f"sqlite:///{os.path.join(tempfile.gettempdir(), 'awaitly-quickstart.db')}"
-    url = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("DATABASE_URL", default)
     store = create_postgres_persistence(url)
     deps = SimpleNamespace(fetch_user=fetch_user, create_order=create_order)
     try:
@@ -63,4 +61,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with tempfile.TemporaryDirectory() as folder:  # a new SQLite file each time, per user
+        default = f"sqlite:///{os.path.join(folder, 'quickstart.db')}"
+        url = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("DATABASE_URL", default)
+        raise SystemExit(main(url))

@@ -182,6 +182,7 @@ def drop(url: str, *tables: str) -> None:
         engine.dispose()
 
 
+@pytest.mark.slow
 def test_unguarded_if_not_exists_ddl_races(postgres: Any, crowd: Crowd) -> None:
     """The control: the same crowd, running plain IF NOT EXISTS DDL, does collide."""
     errors: list[str] = []

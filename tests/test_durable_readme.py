@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.slow  # end to end, in processes of its own: pytest -m slow
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 

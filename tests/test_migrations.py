@@ -180,6 +180,7 @@ def _alembic_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Co
     )
 
 
+@pytest.mark.slow
 def test_cli_takes_the_url_from_x_then_database_url(tmp_path: Path) -> None:
     from_x, from_env = tmp_path / "x.db", tmp_path / "env.db"
     done = _alembic_cli(
@@ -196,12 +197,14 @@ def test_cli_takes_the_url_from_x_then_database_url(tmp_path: Path) -> None:
             engine.dispose()
 
 
+@pytest.mark.slow
 def test_cli_without_a_url_says_where_to_give_one() -> None:
     done = _alembic_cli("upgrade", "head")
     assert done.returncode != 0
     assert "-x url=" in done.stderr and "DATABASE_URL" in done.stderr
 
 
+@pytest.mark.slow
 def test_offline_sql_for_a_dba_has_the_collated_key_and_partial_index() -> None:
     done = _alembic_cli("-x", "url=postgresql://app@db/app", "upgrade", "head", "--sql")
     assert done.returncode == 0, done.stderr
