@@ -16,20 +16,20 @@ import sys
 import time
 from typing import Any
 
+import pytest
 from test_cli import cli, url  # noqa: F401  (url: the fixture, an empty database per backend)
 
 from sqlalchemy_awaitly import SQLAlchemyKeyValueStore, durable
 from sqlalchemy_awaitly.durable import Err, RunState
 from sqlalchemy_awaitly.persistence import StatePersistence
 
+pytestmark = pytest.mark.slow  # end to end, in processes of its own: pytest -m slow
 LEASE = 1.0
 # Runs "held" with a short lease; its second step says so on stdout, then waits forever.
 WORKER = """
 import sys, time
 from sqlalchemy_awaitly import SQLAlchemyKeyValueStore, durable
 from sqlalchemy_awaitly.persistence import StatePersistence
-
-pytestmark = pytest.mark.slow  # end to end, in processes of its own: pytest -m slow
 
 state = StatePersistence(SQLAlchemyKeyValueStore(sys.argv[1]))
 
