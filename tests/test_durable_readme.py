@@ -40,3 +40,20 @@ def test_readme_quickstart_runs_as_written(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "Ok(value={'id': 'order-1', 'userId': '123'})"
+
+
+def test_readme_store_quickstart_runs_as_written(tmp_path: Path) -> None:
+    text = README.read_text()
+    block = re.findall(r"<!-- store-quickstart -->\n```python\n(.*?)```", text, re.S)[0]
+    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    done = subprocess.run(
+        [sys.executable, "-c", block],
+        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "{'fetch-user': {'ok': True, 'value': {'id': '123'}}}",
+        "['checkout-123']",
+        "payload",
+        "['session:1']",
+    ]
