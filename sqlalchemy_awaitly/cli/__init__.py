@@ -81,7 +81,7 @@ def main() -> None:
     corrupt row) or the demo's story failed; 2 bad input (a bad URL or
     option); 3 the database cannot be reached; 4 the table is missing or not
     as the model says; 5 the database is busy; 6 `list` listed everything but
-    some rows cannot be read.
+    some rows cannot be read; 130 interrupted (Ctrl-C).
     """
 
 
