@@ -17,6 +17,7 @@ import click
 from sqlalchemy.engine import make_url
 
 from .. import durable
+from ..durable.values import text_of
 from ..persistence import DEFAULT_PREFIX, StatePersistence
 from ..schema import DEFAULT_TABLE_NAME
 from ..store import SQLAlchemyKeyValueStore
@@ -124,7 +125,7 @@ def _print_runs(runs: list[durable.PendingRun]) -> None:
         detail = f"step {run.failed_step} failed" if run.failed_step else ""
         if run.corrupt:
             detail = run.corrupt
-        shown_id = run.id.encode("utf-8", "backslashreplace").decode()  # a damaged SQLite key
+        shown_id = text_of(run.id)  # a damaged SQLite key may hold lone surrogates
         rows.append((shown_id, str(run.state), str(run.steps), run.last_updated or "-", detail))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
