@@ -44,7 +44,7 @@ UNSET = Unset()
 
 def prepare_threshold_of(value: object, source: str) -> int | None:
     """psycopg's ``prepare_threshold``: after how many runs a statement is prepared on the
-    server; None never prepares (required behind PgBouncer before 1.21, see the README).
+    server; None never prepares (required behind PgBouncer before 1.21, see docs/pgbouncer.md).
 
     From a URL it arrives as text: a whole number, or ``none`` / ``off`` / ``never``.
     """

@@ -38,7 +38,7 @@ class StoreUnavailableError(AwaitlyStoreError):
     safe to repeat: repeating it is safe.
 
     Raised after the store has already repeated what it safely could (see
-    "When the connection breaks" in the README).
+    docs/errors.md).
     """
 
 

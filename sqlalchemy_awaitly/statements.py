@@ -41,7 +41,7 @@ class Op:
     it again gives the same state and a true answer (reads, upserts, writes
     conditional on an owner token). The others (``add``, the deletes) would
     answer about the repeat, not the first run: for them a lost reply raises
-    ``OutcomeUnknownError``. README: "When the connection breaks".
+    ``OutcomeUnknownError``. See docs/errors.md.
     """
 
     name: str

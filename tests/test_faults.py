@@ -1,4 +1,4 @@
-"""The fault policy, the per-operation table in code and README, and the prepare setting."""
+"""The fault policy, the per-operation table in code and docs, and the prepare setting."""
 
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ from sqlalchemy_awaitly.config import prepare_threshold_of
 from sqlalchemy_awaitly.faults import Fault, classify, judge
 from sqlalchemy_awaitly.statements import Statements
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ERRORS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
 
-# The README's names for the store's methods, and the statements they run.
-README_NAMES = {
+# The docs' names for the store's methods, and the statements they run.
+DOCUMENTED_NAMES = {
     "get": {"get"},
     "exists": {"exists"},
     "keys": {"scan_exact", "scan_range", "scan_from", "scan_range_match", "scan_from_match"},
@@ -49,9 +49,9 @@ README_NAMES = {
 }
 
 
-def _readme_table() -> dict[str, bool]:
-    """Method name -> repeated (True) or OutcomeUnknownError (False), from the README."""
-    text = README.read_text()
+def _documented_table() -> dict[str, bool]:
+    """Method name -> repeated (True) or OutcomeUnknownError (False), from docs/errors.md."""
+    text = ERRORS_PAGE.read_text()
     table = text.split("| operation | the connection breaks after it was sent |")[1]
     rows = table.split("\n\n")[0].splitlines()[2:]
     found: dict[str, bool] = {}
@@ -63,13 +63,13 @@ def _readme_table() -> dict[str, bool]:
 
 
 @pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
-def test_the_readme_table_is_the_code_table(dialect: str) -> None:
-    documented = _readme_table()
-    assert set(documented) == set(README_NAMES)
+def test_the_documented_table_is_the_code_table(dialect: str) -> None:
+    documented = _documented_table()
+    assert set(documented) == set(DOCUMENTED_NAMES)
     statements = Statements(workflow_state_table(MetaData()), dialect)
-    covered = set().union(*README_NAMES.values())
+    covered = set().union(*DOCUMENTED_NAMES.values())
     assert covered == {op.name for op in statements.all_ops()}
-    for name, ops in README_NAMES.items():
+    for name, ops in DOCUMENTED_NAMES.items():
         for op in ops:
             assert statements.op(op).repeatable is documented[name], (name, op)
 

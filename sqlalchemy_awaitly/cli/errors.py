@@ -29,7 +29,7 @@ CORRUPT_ROWS = 6  # a listing that went on past rows it cannot read
 
 
 class Failure(click.ClickException):
-    """A clear one-line error and its exit code (see the README's table)."""
+    """A clear one-line error and its exit code (see docs/cli.md)."""
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)

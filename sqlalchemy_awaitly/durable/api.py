@@ -40,7 +40,7 @@ def run(
     prefix: str | None = None,
     lock_prefix: str = LOCK_PREFIX,
 ) -> Result[Any, Any]:
-    """Run ``workflow(step, deps)`` durably under ``id``; see the README's "Durable runs".
+    """Run ``workflow(step, deps)`` durably under ``id``; see docs/durable.md.
 
     Steps already stored under ``id`` are not run again (their outcome is
     returned); the first failed step ends the run with its ``Err``; success

@@ -706,8 +706,7 @@ def _run_and_record(
 # --- lost replies -------------------------------------------------------------
 # The store raises OutcomeUnknownError where a repeat would answer wrongly;
 # these writes carry a unique value (a lease token, a claim marker, the
-# snapshot text), so reading it back tells what happened. README: "When the
-# connection breaks".
+# snapshot text), so reading it back tells what happened. See docs/errors.md.
 
 
 def acquire(key: str, value: str, ttl: float | None) -> Plan[bool]:
