@@ -198,14 +198,6 @@ def test_importing_the_library_does_not_load_the_cli() -> None:
     assert done.stdout.strip() == "False"
 
 
-def test_ci_runs_the_readme_setup_commands_verbatim() -> None:
-    root = Path(__file__).resolve().parent.parent
-    setup = (root / "README.md").read_text().split("## Setup", 1)[1].split("```sh\n", 1)[1]
-    commands = [line.split("#")[0].strip() for line in setup.split("```")[0].splitlines()]
-    ci = (root / ".ci" / "run").read_text().splitlines()
-    assert commands and all(command in ci for command in commands if command)
-
-
 SECRET = "Xyzzy-s3cret-42"
 COMMANDS = [
     ["list"],

@@ -1,28 +1,53 @@
-"""The README's durable Quick Start runs as written, on SQLite and PostgreSQL."""
+"""The README's and the docs' quick starts run as written and print what they say."""
 
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from doc_snippets import block
 
 pytestmark = pytest.mark.slow  # end to end, in processes of its own: pytest -m slow
 
-README = Path(__file__).resolve().parent.parent / "README.md"
 
-
-def quickstart() -> str:
-    text = README.read_text()
-    return re.findall(r"<!-- durable-quickstart -->\n```python\n(.*?)```", text, re.S)[0]
+def run_python(code: str, cwd: Path, url: str | None = None) -> list[str]:
+    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    if url is not None:
+        environment["DATABASE_URL"] = url
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd, env=environment, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_readme_quickstart_runs_as_written(
+def test_the_readme_durable_run_resumes_after_a_failure(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    code = block("readme-durable-run")
+    if backend == "postgresql":  # "or postgresql+psycopg://...", as its comment says
+        url = request.getfixturevalue("postgres").url
+        code = code.replace('"sqlite:///shop.db"', repr(url))
+    lines = run_python(code, tmp_path)
+    assert lines[0].startswith("Err(error=UnexpectedError(message='ConnectionError: payment")
+    assert lines[1:] == [
+        "Ok(value={'order': 'order-1', 'paid': True})",
+        "['reserve-stock', 'charge-card', 'charge-card']",
+    ]
+
+
+def test_the_readme_store_example_prints_what_it_says(tmp_path: Path) -> None:
+    assert run_python(block("readme-store"), tmp_path) == ["payload", "['session:1']"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_durable_quickstart_runs_as_written(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     if backend == "sqlite":
@@ -31,7 +56,7 @@ def test_readme_quickstart_runs_as_written(
         url = request.getfixturevalue("postgres").url
     env: dict[str, Any] = os.environ | {"DATABASE_URL": url}
     done = subprocess.run(
-        [sys.executable, "-c", quickstart()],
+        [sys.executable, "-c", block("durable-quickstart")],
         capture_output=True,
         text=True,
         env=env,
@@ -42,16 +67,8 @@ def test_readme_quickstart_runs_as_written(
     assert done.stdout.strip() == "Ok(value={'id': 'order-1', 'userId': '123'})"
 
 
-def test_readme_store_quickstart_runs_as_written(tmp_path: Path) -> None:
-    text = README.read_text()
-    block = re.findall(r"<!-- store-quickstart -->\n```python\n(.*?)```", text, re.S)[0]
-    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    done = subprocess.run(
-        [sys.executable, "-c", block],
-        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [
+def test_the_store_quickstart_runs_as_written(tmp_path: Path) -> None:
+    assert run_python(block("store-quickstart"), tmp_path) == [
         "{'fetch-user': {'ok': True, 'value': {'id': '123'}}}",
         "['checkout-123']",
         "payload",

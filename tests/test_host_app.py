@@ -31,6 +31,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from databases import empty_postgres_database
+from doc_snippets import block
 from sqlalchemy import MetaData, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ProgrammingError
@@ -264,15 +265,10 @@ def test_a_table_that_drifted_from_the_model_fails_closed(database: str) -> None
     store.close()
 
 
-def readme_block(marker: str) -> str:
-    readme = (ROOT / "README.md").read_text()
-    return re.findall(rf"<!-- {marker} -->\n```\w+\n(.*?)```", readme, re.S)[0]
-
-
 def follow_the_ini_recipe(ini: Path, database: str) -> None:
     """Each README line replaces the line of its name (uncommented first, else commented)."""
     lines = ini.read_text().splitlines()
-    for wanted in readme_block("alembic-host-ini").strip().splitlines():
+    for wanted in block("alembic-host-ini").strip().splitlines():
         name = wanted.split("=")[0].strip()
         if name == "sqlalchemy.url":
             wanted = f"sqlalchemy.url = {database}"
@@ -290,7 +286,7 @@ def follow_the_env_recipe(env: Path) -> None:
     assert source.count("target_metadata=target_metadata") == 2  # both configure calls
     source = source.replace(
         "from alembic import context\n",
-        "from alembic import context\n" + readme_block("alembic-host-env") + "\nimport models\n",
+        "from alembic import context\n" + block("alembic-host-env") + "\nimport models\n",
     )
     source = source.replace("target_metadata = None", "target_metadata = models.Base.metadata")
     source = source.replace(
@@ -343,7 +339,7 @@ def test_the_readme_recipe_from_alembic_init(
     (app / "models.py").write_text(MODELS)
     packaged = set((installed_wheel / "sqlalchemy_awaitly" / "migrations" / "versions").iterdir())
 
-    commands = readme_block("alembic-host-commands").strip().splitlines()
+    commands = block("alembic-host-commands").strip().splitlines()
     for command in commands:
         run(command)
     (app / "models.py").write_text(MODELS + CUSTOMERS)
