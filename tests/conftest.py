@@ -36,16 +36,30 @@ class PostgresHandle:
         self.server = server
 
 
+_servers_used: list[str] = []  # what the run tested against, for its summary
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresHandle]:
     """A real PostgreSQL; in CI a missing server fails the run, elsewhere it skips."""
     try:
         with provide_postgres() as (url, server):
+            engine = create_engine(url)
+            with engine.connect() as conn:
+                version = conn.exec_driver_sql("SHOW server_version").scalar()
+            engine.dispose()
+            where = f" from {server.bindir}" if server is not None else ""
+            _servers_used.append(f"PostgreSQL {version}{where}")
             yield PostgresHandle(url, server)
     except PostgresUnavailable as e:
         if os.environ.get("CI"):
             pytest.fail(f"CI needs PostgreSQL and none could be started: {e}")
         pytest.skip(f"no PostgreSQL: {e}")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for server in _servers_used:
+        terminalreporter.write_line(f"tested against {server}")
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 Order of preference: ``TEST_DATABASE_URL``, a testcontainers/Docker container,
 then a throwaway cluster started from the local PostgreSQL server binaries.
+``AWAITLY_TEST_PG_BINDIR`` names those binaries and skips the container.
 """
 
 from __future__ import annotations
@@ -287,22 +288,36 @@ class LocalPostgres:
         atexit.unregister(self.cleanup)
 
 
-def find_bindir() -> pathlib.Path | None:
-    """Locate a PostgreSQL bin dir containing both initdb and postgres."""
+# A bin dir (initdb, postgres) to test against instead of the system's, e.g. another
+# major from .ci/embedded-postgres; when set, nothing else is looked for.
+BINDIR_ENV = "AWAITLY_TEST_PG_BINDIR"
 
-    def usable(d: pathlib.Path) -> bool:
-        return (d / "initdb").is_file() and (d / "postgres").is_file()
+
+def _usable(d: pathlib.Path) -> bool:
+    return (d / "initdb").is_file() and (d / "postgres").is_file()
+
+
+def find_bindir() -> pathlib.Path | None:
+    """Locate a PostgreSQL bin dir containing both initdb and postgres.
+
+    ``AWAITLY_TEST_PG_BINDIR`` wins; a wrong one raises rather than quietly testing
+    some other version. Then ``pg_config``, then the newest /usr/lib/postgresql/*/bin.
+    """
+    if chosen := os.environ.get(BINDIR_ENV):
+        if not _usable(bindir := pathlib.Path(chosen).absolute()):
+            raise PostgresUnavailable(f"{BINDIR_ENV}={chosen}: no initdb and postgres in {bindir}")
+        return bindir
 
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         cmd = ["pg_config", "--bindir"]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=True)
-        if usable(candidate := pathlib.Path(out.stdout.strip())):
+        if _usable(candidate := pathlib.Path(out.stdout.strip())):
             return candidate
 
     def version(d: pathlib.Path) -> tuple[int, ...]:
         return tuple(int(p) for p in re.findall(r"\d+", d.parent.name))
 
-    found = [d for d in pathlib.Path("/usr/lib/postgresql").glob("*/bin") if usable(d)]
+    found = [d for d in pathlib.Path("/usr/lib/postgresql").glob("*/bin") if _usable(d)]
     return max(found, key=version) if found else None
 
 
@@ -326,7 +341,9 @@ def provide_postgres() -> Iterator[tuple[str, LocalPostgres | None]]:
         yield _as_psycopg(url) if re.match(r"postgres(ql)?://", url) else url, None
         return
     tried = ["TEST_DATABASE_URL: not set"]
-    if (why := _docker_answers()) is None:
+    if os.environ.get(BINDIR_ENV):
+        tried.append(f"testcontainers: not tried, {BINDIR_ENV} is set")
+    elif (why := _docker_answers()) is None:
         from testcontainers.community.postgres import (  # type: ignore[import-not-found, import-untyped, unused-ignore]
             PostgresContainer,
         )
@@ -334,7 +351,8 @@ def provide_postgres() -> Iterator[tuple[str, LocalPostgres | None]]:
         with PostgresContainer("postgres:15") as container:
             yield _as_psycopg(container.get_connection_url()), None
         return
-    tried.append(f"testcontainers: {why}")
+    else:
+        tried.append(f"testcontainers: {why}")
     bindir = find_bindir()
     if bindir is None:
         tried.append("local binaries: no initdb+postgres (pg_config, /usr/lib/postgresql/*/bin)")
