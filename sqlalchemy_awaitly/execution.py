@@ -1,13 +1,13 @@
-"""Running the store's statements: on a pooled psycopg connection, or on a Connection.
+"""Running the store's statements: on a pooled driver connection, or on a Connection.
 
 Most of the cost of a key/value call through SQLAlchemy is not SQL: it is the
 transaction SQLAlchemy opens around every ``Connection.execute`` (BEGIN and
-ROLLBACK round trips) and the per-call statement handling. For psycopg the
-store compiles each statement once and runs it in autocommit mode on a
-connection checked out of the engine's own pool for that one call, leaving
-the connection exactly as it found it. Other drivers (psycopg2, asyncpg,
-SQLite) go through an ``AUTOCOMMIT`` Connection. Inside a caller's
-transaction, statements run on the caller's Connection.
+ROLLBACK round trips) and the per-call statement handling. For the drivers
+:mod:`dbapi` knows (psycopg, psycopg2, sqlite3) the store compiles each
+statement once and runs it in autocommit mode on a connection checked out of
+the engine's own pool for that one call, leaving the connection exactly as it
+found it. Other drivers go through an ``AUTOCOMMIT`` Connection. Inside a
+caller's transaction, statements run on the caller's Connection.
 
 Every connection comes from SQLAlchemy's pool and goes back to it after the
 call, so the pool's own behaviour holds: fair waiting and one
@@ -28,9 +28,11 @@ from sqlalchemy import exc, text
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import Pool
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.util import greenlet_spawn
 
+from .dbapi import Params, Psycopg, SyncDriver
 from .errors import AwaitlyStoreError, PoolExhaustedError
 from .faults import Fault, classify, judge, unreachable
 from .pool_checkout import Checkouts, Held
@@ -47,12 +49,18 @@ class Outcome(NamedTuple):
 
 @dataclass(frozen=True)
 class CompiledOp:
+    """A statement as the driver takes it; ``positions`` orders a positional paramstyle's."""
+
     op: Op
     sql: str
     fixed_params: Mapping[str, Any]
+    positions: tuple[str, ...] | None = None
 
-    def args(self, params: Mapping[str, Any]) -> Mapping[str, Any]:
-        return {**self.fixed_params, **params} if self.fixed_params else params
+    def args(self, params: Mapping[str, Any]) -> Params:
+        merged = {**self.fixed_params, **params} if self.fixed_params else params
+        if self.positions is None:
+            return merged
+        return tuple([merged.get(name) for name in self.positions])
 
 
 def uses_psycopg(dialect: Dialect) -> bool:
@@ -63,9 +71,10 @@ def compile_ops(statements: Statements, dialect: Dialect) -> dict[Op, CompiledOp
     """Compile every statement once; keep any parameters SQLAlchemy fixed itself."""
     compiled: dict[Op, CompiledOp] = {}
     for op in statements.all_ops():
-        c = cast(ClauseElement, op.statement).compile(dialect=dialect)
+        c = cast(SQLCompiler, cast(ClauseElement, op.statement).compile(dialect=dialect))
         fixed = {k: v for k, v in c.params.items() if v is not None}
-        compiled[op] = CompiledOp(op, c.string, fixed)
+        positions = tuple(c.positiontup) if c.positional and c.positiontup else None
+        compiled[op] = CompiledOp(op, c.string, fixed, positions)
     return compiled
 
 
@@ -117,30 +126,31 @@ _TIMER = "sqlalchemy_awaitly.timer"  # the statement timeout's, in the same pipe
 def _kept_cursor(held: Held, slot: str = _CURSOR) -> Any:
     conn = held.connection
     cur = held.info.get(slot)
-    if cur is None or cur.connection is not conn or cur.closed:
+    if cur is None or cur.connection is not conn or getattr(cur, "closed", False):
         cur = held.info[slot] = conn.cursor()  # AsyncConnection.cursor() is sync too
     return cur
 
 
-class _PsycopgFailures:
-    """What the sync and asyncio psycopg runners do when a statement fails."""
+class _DriverFailures:
+    """What the direct runners (sync and asyncio) do when a driver's statement fails."""
 
-    def __init__(self, dialect: Dialect, table: str) -> None:
+    def __init__(self, dialect: Dialect, table: str, error_class: type[Exception]) -> None:
         self.dialect = dialect
         self.table = table
+        self.error_class = error_class
 
-    def fault(self, error: psycopg.Error, conn: Any, cur: Any) -> Fault:
-        gone = bool(conn.broken or conn.closed) or self.dialect.is_disconnect(error, conn, cur)  # type: ignore[arg-type]
+    def fault(self, error: Exception, broken: bool, conn: Any, cur: Any) -> Fault:
+        gone = broken or self.dialect.is_disconnect(error, conn, cur)  # type: ignore[arg-type]
         return classify(error, gone)
 
     def verdict(
-        self, compiled: CompiledOp, fault: Fault, error: psycopg.Error, attempt: int
+        self, compiled: CompiledOp, fault: Fault, error: Exception, attempt: int
     ) -> BaseException | None:
         op = compiled.op
         verdict = judge(op.name, op.repeatable, fault, error, self.table, may_repeat=attempt == 1)
         if verdict is error:  # the database refused it: as SQLAlchemy would raise it
             return exc.DBAPIError.instance(
-                compiled.sql, None, error, psycopg.Error, dialect=self.dialect, ismulti=False
+                compiled.sql, None, error, self.error_class, dialect=self.dialect, ismulti=False
             )
         return verdict
 
@@ -162,34 +172,39 @@ def timeout_ms(seconds: float | None) -> str | None:
     return None if seconds is None else str(max(1, round(seconds * 1000)))
 
 
-class PsycopgRunner:
-    """Runs compiled statements on the pool's psycopg connections, in autocommit."""
+class DirectRunner:
+    """Runs compiled statements on the pool's driver connections, in autocommit.
+
+    A ``statement_timeout`` is sent in one pipeline with the statement, which
+    only psycopg offers: the store picks this runner for other drivers only
+    without one.
+    """
 
     def __init__(
         self,
         engine: Engine,
         statements: Statements,
         table: str,
-        prepare: bool | None,
+        driver: SyncDriver,
         statement_timeout: float | None = None,
     ) -> None:
         self._engine = engine
-        self._checkouts = Checkouts(engine, guard_pool(engine))
+        self._driver = driver
+        self._checkouts = Checkouts(engine, guard_pool(engine), driver.in_transaction)
         self._compiled = compile_ops(statements, engine.dialect)
-        self._failures = _PsycopgFailures(engine.dialect, table)
-        self._prepare = prepare
+        self._failures = _DriverFailures(engine.dialect, table, driver.error)
         self._timeout = timeout_ms(statement_timeout)
+        assert self._timeout is None or isinstance(driver, Psycopg)
 
-    def _execute(self, held: Held, compiled: CompiledOp, args: Any) -> Any:
+    def _execute(self, held: Held, compiled: CompiledOp, args: Params) -> Any:
         cur = _kept_cursor(held)
+        driver = self._driver
         if self._timeout is None:
-            cur.execute(compiled.sql, args, prepare=self._prepare)
+            driver.execute(cur, compiled.sql, args)
         else:
             with held.connection.pipeline():
-                _kept_cursor(held, _TIMER).execute(
-                    _SET_TIMEOUT, (self._timeout,), prepare=self._prepare
-                )
-                cur.execute(compiled.sql, args, prepare=self._prepare)
+                driver.execute(_kept_cursor(held, _TIMER), _SET_TIMEOUT, (self._timeout,))
+                driver.execute(cur, compiled.sql, args)
         return cur
 
     def _checkout(self) -> Held:
@@ -202,23 +217,21 @@ class PsycopgRunner:
         compiled = self._compiled[op]
         args = compiled.args(params)
         rows = op.returns_rows
+        driver = self._driver
         for attempt in (1, 2):
             held = self._checkout()
             try:
-                conn: psycopg.Connection[Any] = held.connection
+                conn = held.connection
                 cur = None
                 try:
-                    switch = not conn.autocommit  # a caller's engine: autocommit for this call
-                    if switch:
-                        conn.autocommit = True
+                    before = driver.enter_autocommit(conn)  # a caller's engine: for this call
                     try:
                         cur = self._execute(held, compiled, args)
                         return Outcome(cur.fetchall() if rows else [], cur.rowcount)
                     finally:
-                        if switch and not conn.broken:
-                            conn.autocommit = False
-                except psycopg.Error as e:
-                    fault = self._failures.fault(e, conn, cur)
+                        driver.leave_autocommit(conn, before)
+                except driver.error as e:
+                    fault = self._failures.fault(e, driver.broken(conn), conn, cur)
                     if _invalidates_pool(fault):
                         held.invalidate(e)
                     verdict = self._failures.verdict(compiled, fault, e, attempt)
@@ -243,7 +256,7 @@ class AsyncPsycopgRunner:
         guard_pool(engine.sync_engine)
         self._engine = engine
         self._compiled = compile_ops(statements, engine.dialect)
-        self._failures = _PsycopgFailures(engine.dialect, table)
+        self._failures = _DriverFailures(engine.dialect, table, psycopg.Error)
         self._prepare = prepare
         self._timeout = timeout_ms(statement_timeout)
 
@@ -286,7 +299,7 @@ class AsyncPsycopgRunner:
                         if switch and not conn.broken:
                             await conn.set_autocommit(False)
                 except psycopg.Error as e:
-                    fault = self._failures.fault(e, conn, cur)
+                    fault = self._failures.fault(e, bool(conn.broken or conn.closed), conn, cur)
                     if _invalidates_pool(fault):
                         await greenlet_spawn(held.invalidate, e)
                     verdict = self._failures.verdict(compiled, fault, e, attempt)

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any, cast
 
-from psycopg import pq
 from sqlalchemy import exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import Pool, PoolProxiedConnection, QueuePool
@@ -38,7 +38,7 @@ from sqlalchemy.pool.base import _ConnectionRecord
 
 from .pool_guards import Listener
 
-_IDLE = pq.TransactionStatus.IDLE
+InTransaction = Callable[[Any], bool]  # of a driver connection: is a transaction open?
 
 
 class _TakenDirectly:
@@ -80,7 +80,7 @@ def unobserved(pool: Pool) -> bool:
 class Held:
     """A pooled connection held for one call; :meth:`release` gives it back, always."""
 
-    __slots__ = ("_pool", "_proxy", "_record", "connection", "info")
+    __slots__ = ("_in_transaction", "_pool", "_proxy", "_record", "connection", "info")
 
     def __init__(
         self,
@@ -90,12 +90,14 @@ class Held:
         *,
         record: _ConnectionRecord | None = None,
         proxy: PoolProxiedConnection | None = None,
+        in_transaction: InTransaction | None = None,
     ) -> None:
         self.connection = connection  # the driver's connection
         self.info = info  # the pooled connection's own, kept while it lives
         self._pool = pool
         self._record = record
         self._proxy = proxy
+        self._in_transaction = in_transaction  # needed with a record
 
     def invalidate(self, error: BaseException) -> None:
         """Close it, and have the pool replace every connection opened before it.
@@ -116,14 +118,13 @@ class Held:
             self._proxy.close()
             return
         record = cast(_ConnectionRecord, self._record)
-        if record.dbapi_connection is not None and (
-            self.connection.pgconn.transaction_status != _IDLE
-        ):
+        in_transaction = cast(InTransaction, self._in_transaction)
+        if record.dbapi_connection is not None and in_transaction(self.connection):
             record.invalidate()  # the reset skipped would have had work to do
         record.checkin()
 
 
-def _take_record(pool: QueuePool, guard: Listener) -> Held | None:
+def _take_record(pool: QueuePool, guard: Listener, in_transaction: InTransaction) -> Held | None:
     """The next record of ``pool``, checked by ``guard``; None: use a full checkout."""
     record = cast(_ConnectionRecord, pool._do_get())
     try:
@@ -145,21 +146,24 @@ def _take_record(pool: QueuePool, guard: Listener) -> Held | None:
     except BaseException:
         record.checkin()
         raise
-    return Held(pool, record.driver_connection, record.info, record=record)
+    return Held(
+        pool, record.driver_connection, record.info, record=record, in_transaction=in_transaction
+    )
 
 
 class Checkouts:
     """Takes one engine's pooled connections for the store's calls, the lighter way if it can."""
 
-    def __init__(self, engine: Engine, guard: Listener) -> None:
+    def __init__(self, engine: Engine, guard: Listener, in_transaction: InTransaction) -> None:
         self._engine = engine
         self._guard = guard
+        self._in_transaction = in_transaction
         self._records = records_supported(engine.pool)
 
     def take(self) -> Held:
         pool = self._engine.pool
         if self._records and unobserved(pool):
-            held = _take_record(cast(QueuePool, pool), self._guard)
+            held = _take_record(cast(QueuePool, pool), self._guard, self._in_transaction)
             if held is not None:
                 return held
         proxy = self._engine.raw_connection()

@@ -22,14 +22,14 @@ from .base import (
 )
 from .calls import Call
 from .config import UNSET, Unset
+from .dbapi import Psycopg, sync_driver
 from .ddl import prepare_table
 from .errors import ConfigurationError
 from .execution import (
+    DirectRunner,
     EngineRunner,
-    PsycopgRunner,
     connect,
     run_on_connection,
-    uses_psycopg,
 )
 from .schema import DEFAULT_TABLE_NAME
 from .statements import Op, Statements
@@ -97,7 +97,7 @@ class SQLAlchemyKeyValueStore:
         self._lock = threading.Lock()
         self._statements: Statements | None = None
         self._ops: dict[str, Op] = {}
-        self._runner: PsycopgRunner | EngineRunner | None = None
+        self._runner: DirectRunner | EngineRunner | None = None
         self._closed = False
 
     @property
@@ -108,7 +108,7 @@ class SQLAlchemyKeyValueStore:
         """Check the table (creating it if allowed) now rather than on the first call."""
         self._ready()
 
-    def _ready(self) -> PsycopgRunner | EngineRunner:
+    def _ready(self) -> DirectRunner | EngineRunner:
         with self._lock:
             if self._closed:
                 raise closed_error()
@@ -121,18 +121,20 @@ class SQLAlchemyKeyValueStore:
                 label = self._options.table_label
                 self._statements = statements
                 self._ops = statements.by_name
-                self._runner = (
-                    PsycopgRunner(
-                        self.engine,
-                        statements,
-                        label,
-                        self._options.prepare,
-                        self._options.statement_timeout,
-                    )
-                    if uses_psycopg(self.engine.dialect)
-                    else EngineRunner(self.engine, label, self._options.statement_timeout)
-                )
+                self._runner = self._runner_for(statements, label)
             return self._runner
+
+    def _runner_for(self, statements: Statements, label: str) -> DirectRunner | EngineRunner:
+        """The direct runner where the driver allows (a statement timeout needs psycopg's
+        pipeline on PostgreSQL); otherwise statements go through a Connection."""
+        timeout = self._options.statement_timeout
+        driver = sync_driver(self.engine.dialect, self._options.prepare)
+        postgresql = self.engine.dialect.name == "postgresql"
+        if driver is None or (
+            timeout is not None and postgresql and not isinstance(driver, Psycopg)
+        ):
+            return EngineRunner(self.engine, label, timeout)
+        return DirectRunner(self.engine, statements, label, driver, timeout if postgresql else None)
 
     def _run(self, call: Call[T], connection: Transaction | None) -> T:
         if call.op is None:

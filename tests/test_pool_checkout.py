@@ -20,6 +20,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.pool import NullPool, QueuePool
 
 from sqlalchemy_awaitly import SQLAlchemyKeyValueStore, StoreUnavailableError
+from sqlalchemy_awaitly.dbapi import Psycopg
 from sqlalchemy_awaitly.pool_checkout import Checkouts, Held, records_supported
 from sqlalchemy_awaitly.pool_guards import guard_pool
 
@@ -34,7 +35,7 @@ def engine(postgres: PostgresHandle) -> Iterator[Engine]:
 
 
 def _checkouts(engine: Engine) -> Checkouts:
-    return Checkouts(engine, guard_pool(engine))
+    return Checkouts(engine, guard_pool(engine), Psycopg(None).in_transaction)
 
 
 def _backend(held: Held) -> int:

@@ -1,0 +1,138 @@
+"""What the store needs to know of each sync driver to run a statement on it directly.
+
+The direct runner (``execution.DirectRunner``) sends its compiled SQL on the
+pooled driver connection itself, in autocommit, instead of through a
+SQLAlchemy ``Connection``: that per-call transaction and statement handling
+cost more than the SQL on every driver (about 10x on SQLite). Each driver
+says here how to switch autocommit on for one call and back, whether a
+transaction is open, whether the connection is broken, and how to send a
+statement. Anything else about a failure is decided in :mod:`faults`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import psycopg
+from psycopg import pq
+from sqlalchemy.engine import Dialect
+
+Params = Mapping[str, Any] | Sequence[Any]
+_IDLE = pq.TransactionStatus.IDLE
+
+
+class SyncDriver(Protocol):
+    """One DBAPI driver, as the direct runner uses it."""
+
+    @property
+    def error(self) -> type[Exception]:
+        """The driver's base error class."""
+        ...
+
+    def enter_autocommit(self, conn: Any) -> object:
+        """Switch ``conn`` to autocommit; return what :meth:`leave_autocommit` restores."""
+        ...
+
+    def leave_autocommit(self, conn: Any, before: object) -> None: ...
+
+    def in_transaction(self, conn: Any) -> bool: ...
+
+    def broken(self, conn: Any) -> bool: ...
+
+    def execute(self, cur: Any, sql: str, args: Params) -> None: ...
+
+
+_ALREADY = object()  # the connection was in autocommit already: nothing to restore
+
+
+class Psycopg:
+    """psycopg 3: ``prepare`` is the store's prepare setting (None: never, for PgBouncer)."""
+
+    def __init__(self, prepare: bool | None) -> None:
+        self.prepare = prepare
+        self.error: type[Exception] = psycopg.Error
+
+    def enter_autocommit(self, conn: Any) -> object:
+        if conn.autocommit:
+            return _ALREADY
+        conn.autocommit = True
+        return False
+
+    def leave_autocommit(self, conn: Any, before: object) -> None:
+        if before is not _ALREADY and not conn.broken:
+            conn.autocommit = before
+
+    def in_transaction(self, conn: Any) -> bool:
+        return bool(conn.pgconn.transaction_status != _IDLE)
+
+    def broken(self, conn: Any) -> bool:
+        return bool(conn.broken or conn.closed)
+
+    def execute(self, cur: Any, sql: str, args: Params) -> None:
+        cur.execute(sql, args, prepare=self.prepare)
+
+
+class Psycopg2:
+    """psycopg2 (never prepares)."""
+
+    def __init__(self, dbapi: Any) -> None:
+        self.error: type[Exception] = dbapi.Error
+        self._idle = dbapi.extensions.TRANSACTION_STATUS_IDLE
+
+    def enter_autocommit(self, conn: Any) -> object:
+        if conn.autocommit:
+            return _ALREADY
+        conn.autocommit = True
+        return False
+
+    def leave_autocommit(self, conn: Any, before: object) -> None:
+        if before is not _ALREADY and not conn.closed:
+            conn.autocommit = before
+
+    def in_transaction(self, conn: Any) -> bool:
+        return bool(conn.get_transaction_status() != self._idle)
+
+    def broken(self, conn: Any) -> bool:
+        return bool(conn.closed)
+
+    def execute(self, cur: Any, sql: str, args: Params) -> None:
+        cur.execute(sql, args)
+
+
+class Sqlite3:
+    """The standard library's sqlite3: autocommit is ``isolation_level = None``."""
+
+    def __init__(self, dbapi: Any) -> None:
+        self.error: type[Exception] = dbapi.Error
+
+    def enter_autocommit(self, conn: Any) -> object:
+        before = conn.isolation_level
+        if before is None:
+            return _ALREADY
+        conn.isolation_level = None
+        return before
+
+    def leave_autocommit(self, conn: Any, before: object) -> None:
+        if before is not _ALREADY:
+            conn.isolation_level = before
+
+    def in_transaction(self, conn: Any) -> bool:
+        return bool(conn.in_transaction)
+
+    def broken(self, conn: Any) -> bool:
+        return False
+
+    def execute(self, cur: Any, sql: str, args: Params) -> None:
+        cur.execute(sql, args)
+
+
+def sync_driver(dialect: Dialect, prepare: bool | None) -> SyncDriver | None:
+    """The driver of ``dialect`` if the direct runner knows it, else None (use a Connection)."""
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":
+        return Psycopg(prepare)
+    if dialect.name == "postgresql" and dialect.driver == "psycopg2":
+        return Psycopg2(dialect.loaded_dbapi)
+    if dialect.name == "sqlite" and dialect.driver == "pysqlite":
+        return Sqlite3(dialect.loaded_dbapi)
+    return None
