@@ -21,14 +21,15 @@ from .base import (
 )
 from .calls import Call
 from .config import UNSET, Unset
+from .dbapi_async import AsyncPsycopg, async_driver
 from .ddl import prepare_table
 from .errors import ConfigurationError
 from .execution import (
+    AsyncDirectRunner,
     AsyncEngineRunner,
-    AsyncPsycopgRunner,
     connect_async,
+    direct_timeout,
     run_on_async_connection,
-    uses_psycopg,
 )
 from .schema import DEFAULT_TABLE_NAME
 from .statements import Op, Statements
@@ -93,7 +94,7 @@ class AsyncSQLAlchemyKeyValueStore:
         self._lock = asyncio.Lock()
         self._statements: Statements | None = None
         self._ops: dict[str, Op] = {}
-        self._runner: AsyncPsycopgRunner | AsyncEngineRunner | None = None
+        self._runner: AsyncDirectRunner | AsyncEngineRunner | None = None
         self._closed = False
 
     @property
@@ -104,7 +105,7 @@ class AsyncSQLAlchemyKeyValueStore:
         """Check the table (creating it if allowed) now rather than on the first call."""
         await self._ready()
 
-    async def _ready(self) -> AsyncPsycopgRunner | AsyncEngineRunner:
+    async def _ready(self) -> AsyncDirectRunner | AsyncEngineRunner:
         async with self._lock:
             if self._closed:
                 raise closed_error()
@@ -123,18 +124,22 @@ class AsyncSQLAlchemyKeyValueStore:
                 label = self._options.table_label
                 self._statements = statements
                 self._ops = statements.by_name
-                self._runner = (
-                    AsyncPsycopgRunner(
-                        self.engine,
-                        statements,
-                        label,
-                        self._options.prepare,
-                        self._options.statement_timeout,
-                    )
-                    if uses_psycopg(self.engine.dialect)
-                    else AsyncEngineRunner(self.engine, label, self._options.statement_timeout)
-                )
+                self._runner = self._runner_for(statements, label)
             return self._runner
+
+    def _runner_for(
+        self, statements: Statements, label: str
+    ) -> AsyncDirectRunner | AsyncEngineRunner:
+        """As the sync store chooses (``SQLAlchemyKeyValueStore._runner_for``)."""
+        timeout = self._options.statement_timeout
+        dialect = self.engine.dialect
+        driver = async_driver(dialect, self._options.prepare)
+        if driver is None or not direct_timeout(dialect, isinstance(driver, AsyncPsycopg), timeout):
+            return AsyncEngineRunner(self.engine, label, timeout)
+        postgresql = dialect.name == "postgresql"
+        return AsyncDirectRunner(
+            self.engine, statements, label, driver, timeout if postgresql else None
+        )
 
     async def _run(self, call: Call[T], connection: AsyncTransaction | None) -> T:
         if call.op is None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from .execution import Outcome
+from .dbapi import Outcome
 from .patterns import KeyScan, scan_for_pattern, scan_for_prefix
 from .validation import (
     Ttl,

@@ -19,11 +19,10 @@ more; sync and async runners only do the I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, TypeVar, cast
 
-import psycopg
 from sqlalchemy import exc, text
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -32,19 +31,13 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.util import greenlet_spawn
 
-from .dbapi import Params, Psycopg, SyncDriver
+from .dbapi import TIMER, Outcome, Params, Psycopg, Rows, SyncDriver, kept_cursor
+from .dbapi_async import AsyncDriver
 from .errors import AwaitlyStoreError, PoolExhaustedError
 from .faults import Fault, classify, judge, unreachable
 from .pool_checkout import Checkouts, Held
 from .pool_guards import guard_pool
 from .statements import Op, Statements
-
-Rows = list[Sequence[Any]]
-
-
-class Outcome(NamedTuple):
-    rows: Rows
-    rowcount: int
 
 
 @dataclass(frozen=True)
@@ -63,8 +56,11 @@ class CompiledOp:
         return tuple([merged.get(name) for name in self.positions])
 
 
-def uses_psycopg(dialect: Dialect) -> bool:
-    return dialect.name == "postgresql" and dialect.driver == "psycopg"
+def direct_timeout(dialect: Dialect, psycopg: bool, statement_timeout: float | None) -> bool:
+    """Whether a direct runner can keep ``statement_timeout``: on PostgreSQL it is sent in
+    one pipeline with the statement, which only psycopg offers (SQLite's is the busy
+    timeout of the engine)."""
+    return statement_timeout is None or dialect.name != "postgresql" or psycopg
 
 
 def compile_ops(statements: Statements, dialect: Dialect) -> dict[Op, CompiledOp]:
@@ -115,20 +111,6 @@ def pool_exhausted(pool: Pool, error: BaseException) -> PoolExhaustedError:
         "small for this load, or connections are held elsewhere (raise pool_size / "
         f"max_overflow, or pool_timeout): {error}"
     )
-
-
-# Cursors kept with each pooled (sync or async) connection, under these keys
-# of its ``info``: a new one per call costs about 10 us.
-_CURSOR = "sqlalchemy_awaitly.cursor"
-_TIMER = "sqlalchemy_awaitly.timer"  # the statement timeout's, in the same pipeline
-
-
-def _kept_cursor(held: Held, slot: str = _CURSOR) -> Any:
-    conn = held.connection
-    cur = held.info.get(slot)
-    if cur is None or cur.connection is not conn or getattr(cur, "closed", False):
-        cur = held.info[slot] = conn.cursor()  # AsyncConnection.cursor() is sync too
-    return cur
 
 
 class _DriverFailures:
@@ -197,13 +179,13 @@ class DirectRunner:
         assert self._timeout is None or isinstance(driver, Psycopg)
 
     def _execute(self, held: Held, compiled: CompiledOp, args: Params) -> Any:
-        cur = _kept_cursor(held)
+        cur = kept_cursor(held)
         driver = self._driver
         if self._timeout is None:
             driver.execute(cur, compiled.sql, args)
         else:
             with held.connection.pipeline():
-                driver.execute(_kept_cursor(held, _TIMER), _SET_TIMEOUT, (self._timeout,))
+                driver.execute(kept_cursor(held, TIMER), _SET_TIMEOUT, (self._timeout,))
                 driver.execute(cur, compiled.sql, args)
         return cur
 
@@ -242,67 +224,58 @@ class DirectRunner:
         raise AssertionError("unreachable: the second attempt returns or raises")
 
 
-class AsyncPsycopgRunner:
-    """The asyncio twin of :class:`PsycopgRunner`, always through the full checkout."""
+class AsyncDirectRunner:
+    """The asyncio twin of :class:`DirectRunner`, always through the full checkout."""
 
     def __init__(
         self,
         engine: AsyncEngine,
         statements: Statements,
         table: str,
-        prepare: bool | None,
+        driver: AsyncDriver,
         statement_timeout: float | None = None,
     ) -> None:
         guard_pool(engine.sync_engine)
         self._engine = engine
+        self._driver = driver
         self._compiled = compile_ops(statements, engine.dialect)
-        self._failures = _DriverFailures(engine.dialect, table, psycopg.Error)
-        self._prepare = prepare
+        self._failures = _DriverFailures(engine.dialect, table, driver.error)
         self._timeout = timeout_ms(statement_timeout)
-
-    async def _execute(self, held: Held, compiled: CompiledOp, args: Any) -> Any:
-        cur = _kept_cursor(held)
-        if self._timeout is None:
-            await cur.execute(compiled.sql, args, prepare=self._prepare)
-        else:
-            async with held.connection.pipeline():
-                timer = _kept_cursor(held, _TIMER)
-                await timer.execute(_SET_TIMEOUT, (self._timeout,), prepare=self._prepare)
-                await cur.execute(compiled.sql, args, prepare=self._prepare)
-        return cur
 
     async def _checkout(self) -> Held:
         pool = self._engine.sync_engine.pool
         try:
             proxy = await self._engine.raw_connection()
-        except Exception as e:  # psycopg's own errors too: the pool does not wrap them
+        except Exception as e:  # the drivers' own errors too: the pool does not wrap them
             raise no_connection(self._engine.sync_engine, e) from e
         return Held(pool, proxy.driver_connection, proxy.info, proxy=proxy)
 
     async def run(self, op: Op, params: Mapping[str, Any]) -> Outcome:
         compiled = self._compiled[op]
         args = compiled.args(params)
-        rows = op.returns_rows
+        driver = self._driver
         for attempt in (1, 2):
             held = await self._checkout()
             try:
-                conn: psycopg.AsyncConnection[Any] = held.connection
-                cur = None
+                conn = held.connection
                 try:
-                    switch = not conn.autocommit
-                    if switch:
-                        await conn.set_autocommit(True)
+                    before = await driver.enter_autocommit(conn)
                     try:
-                        cur = await self._execute(held, compiled, args)
-                        return Outcome(await cur.fetchall() if rows else [], cur.rowcount)
+                        return await driver.send(
+                            held, compiled.sql, args, op.returns_rows, self._timeout
+                        )
                     finally:
-                        if switch and not conn.broken:
-                            await conn.set_autocommit(False)
-                except psycopg.Error as e:
-                    fault = self._failures.fault(e, bool(conn.broken or conn.closed), conn, cur)
+                        await driver.leave_autocommit(conn, before)
+                except Exception as e:
+                    adapted = held.dbapi_connection
+                    error = driver.translated(adapted, e)
+                    broken = driver.broken(conn)
+                    if not (broken or isinstance(error, driver.error)):
+                        raise  # not the database's answer: a bug to see as it is
+                    fault = self._failures.fault(error, broken, adapted, None)
                     if _invalidates_pool(fault):
-                        await greenlet_spawn(held.invalidate, e)
-                    verdict = self._failures.verdict(compiled, fault, e, attempt)
+                        await greenlet_spawn(held.invalidate, error)
+                    verdict = self._failures.verdict(compiled, fault, error, attempt)
                     if verdict is not None:
                         raise verdict from e
             finally:

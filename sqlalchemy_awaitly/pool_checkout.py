@@ -82,6 +82,12 @@ class Held:
 
     __slots__ = ("_in_transaction", "_pool", "_proxy", "_record", "connection", "info")
 
+    @property
+    def dbapi_connection(self) -> Any:
+        """The pool's connection: the driver's, or SQLAlchemy's adapter of an asyncio one."""
+        holder = self._proxy if self._proxy is not None else self._record
+        return cast(Any, holder).dbapi_connection
+
     def __init__(
         self,
         pool: Pool,

@@ -1,0 +1,187 @@
+"""What the store needs to know of each asyncio driver to run a statement on it directly.
+
+The asyncio twin of :mod:`dbapi`: psycopg 3's ``AsyncConnection``, asyncpg
+and aiosqlite, each reached through SQLAlchemy's pool as the driver's own
+connection (``driver_connection``). Errors are handed to SQLAlchemy's
+adapter of that connection to be translated, so that callers see the same
+``DBAPIError`` subclasses, and :mod:`faults` the same SQLSTATEs, as on the
+Connection path.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Protocol
+
+import psycopg
+from sqlalchemy.engine import Dialect
+
+from .dbapi import CURSOR, TIMER, Outcome, Params, Psycopg, kept_cursor
+from .pool_checkout import Held
+
+_ALREADY = object()  # the connection was in autocommit already: nothing to restore
+
+
+class AsyncDriver(Protocol):
+    """One asyncio driver, as the direct runner uses it."""
+
+    @property
+    def error(self) -> type[Exception]:
+        """The base class of the errors :meth:`translated` gives."""
+        ...
+
+    async def enter_autocommit(self, conn: Any) -> object: ...
+
+    async def leave_autocommit(self, conn: Any, before: object) -> None: ...
+
+    def in_transaction(self, conn: Any) -> bool: ...
+
+    def broken(self, conn: Any) -> bool: ...
+
+    async def send(
+        self, held: Held, sql: str, args: Params, returns_rows: bool, timeout: str | None
+    ) -> Outcome:
+        """Run one statement (after ``set_config`` of ``timeout``, if given, where supported)."""
+        ...
+
+    def translated(self, adapted: Any, error: Exception) -> Exception:
+        """``error`` as SQLAlchemy's adapter of the connection (``adapted``) would raise it."""
+        ...
+
+
+def _translated_by(adapted: Any, error: Exception) -> Exception:
+    try:
+        adapted._handle_exception(error)  # always raises: the translated error, or error
+    except Exception as translated:
+        return translated
+    return error
+
+
+class AsyncPsycopg:
+    """psycopg 3's ``AsyncConnection``; errors need no translation."""
+
+    def __init__(self, prepare: bool | None) -> None:
+        self.prepare = prepare
+        self.error: type[Exception] = psycopg.Error
+        self._sync = Psycopg(prepare)
+
+    async def enter_autocommit(self, conn: Any) -> object:
+        if conn.autocommit:
+            return _ALREADY
+        await conn.set_autocommit(True)
+        return False
+
+    async def leave_autocommit(self, conn: Any, before: object) -> None:
+        if before is not _ALREADY and not conn.broken:
+            await conn.set_autocommit(before)
+
+    def in_transaction(self, conn: Any) -> bool:
+        return self._sync.in_transaction(conn)
+
+    def broken(self, conn: Any) -> bool:
+        return self._sync.broken(conn)
+
+    async def send(
+        self, held: Held, sql: str, args: Params, returns_rows: bool, timeout: str | None
+    ) -> Outcome:
+        cur = kept_cursor(held, CURSOR)
+        prepare = self.prepare
+        if timeout is None:
+            await cur.execute(sql, args, prepare=prepare)
+        else:  # one pipeline: one round trip, the bound for this transaction only
+            async with held.connection.pipeline():
+                timer = kept_cursor(held, TIMER)
+                await timer.execute(
+                    "SELECT set_config('statement_timeout', %s, true)", (timeout,), prepare=prepare
+                )
+                await cur.execute(sql, args, prepare=prepare)
+        return Outcome(await cur.fetchall() if returns_rows else [], cur.rowcount)
+
+    def translated(self, adapted: Any, error: Exception) -> Exception:
+        return error
+
+
+_COUNT = re.compile(r"(\d+)$")
+
+
+class Asyncpg:
+    """asyncpg: outside a transaction every statement commits on its own."""
+
+    def __init__(self, dbapi: Any) -> None:
+        self.error: type[Exception] = dbapi.Error
+
+    async def enter_autocommit(self, conn: Any) -> object:
+        return _ALREADY  # asyncpg has no mode: no transaction open is autocommit
+
+    async def leave_autocommit(self, conn: Any, before: object) -> None:
+        return None
+
+    def in_transaction(self, conn: Any) -> bool:
+        return bool(conn.is_in_transaction())
+
+    def broken(self, conn: Any) -> bool:
+        return bool(conn.is_closed())
+
+    async def send(
+        self, held: Held, sql: str, args: Params, returns_rows: bool, timeout: str | None
+    ) -> Outcome:
+        conn = held.connection
+        if returns_rows:
+            rows = await conn.fetch(sql, *args)
+            return Outcome(rows, len(rows))
+        status = await conn.execute(sql, *args)  # such as "UPDATE 3"
+        count = _COUNT.search(status or "")
+        return Outcome([], int(count.group(1)) if count else -1)
+
+    def translated(self, adapted: Any, error: Exception) -> Exception:
+        return _translated_by(adapted, error)
+
+
+class Aiosqlite:
+    """aiosqlite: one trip to its thread per statement (``execute_fetchall``).
+
+    The row count comes from ``total_changes``: the connection is this call's
+    alone while it is checked out, so the difference is this statement's.
+    """
+
+    def __init__(self, dbapi: Any) -> None:
+        self.error: type[Exception] = dbapi.Error
+
+    async def enter_autocommit(self, conn: Any) -> object:
+        before = conn.isolation_level
+        if before is None:
+            return _ALREADY
+        conn.isolation_level = None  # aiosqlite sets it without a trip to its thread
+        return before
+
+    async def leave_autocommit(self, conn: Any, before: object) -> None:
+        if before is not _ALREADY:
+            conn.isolation_level = before
+
+    def in_transaction(self, conn: Any) -> bool:
+        return bool(conn.in_transaction)
+
+    def broken(self, conn: Any) -> bool:
+        return False
+
+    async def send(
+        self, held: Held, sql: str, args: Params, returns_rows: bool, timeout: str | None
+    ) -> Outcome:
+        conn = held.connection
+        changes = conn.total_changes
+        rows = await conn.execute_fetchall(sql, args)
+        return Outcome(list(rows), len(rows) if returns_rows else conn.total_changes - changes)
+
+    def translated(self, adapted: Any, error: Exception) -> Exception:
+        return _translated_by(adapted, error)
+
+
+def async_driver(dialect: Dialect, prepare: bool | None) -> AsyncDriver | None:
+    """The driver of ``dialect`` if the direct runner knows it, else None (use a Connection)."""
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":  # its async dialect
+        return AsyncPsycopg(prepare)
+    if dialect.name == "postgresql" and dialect.driver == "asyncpg":
+        return Asyncpg(dialect.loaded_dbapi)
+    if dialect.name == "sqlite" and dialect.driver == "aiosqlite":
+        return Aiosqlite(dialect.loaded_dbapi)
+    return None
