@@ -26,6 +26,13 @@ POOL_OPTIONS = frozenset(
     }
 )
 CONNECT_TIMEOUT_SECONDS = 10
+# Each driver's name for it (libpq's for psycopg and psycopg2); others get none.
+_CONNECT_TIMEOUT_ARGUMENT = {
+    "psycopg": "connect_timeout",
+    "psycopg_async": "connect_timeout",
+    "psycopg2": "connect_timeout",
+    "asyncpg": "timeout",
+}
 
 PREPARE_THRESHOLD = "prepare_threshold"
 PSYCOPG_DRIVERS = frozenset({"psycopg", "psycopg_async"})  # the URL's names for psycopg 3
@@ -197,9 +204,12 @@ def engine_arguments(
     options.setdefault("isolation_level", "AUTOCOMMIT")
     options.setdefault("pool_reset_on_return", None)
     connect_args: dict[str, Any] = {}
-    if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
-        # A server that is down must give an error, not a hang.
-        connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+    # A server that is down must give an error, not a hang: libpq's connect_timeout
+    # (psycopg, psycopg2), asyncpg's timeout.
+    timeout_name = _CONNECT_TIMEOUT_ARGUMENT.get(url.get_driver_name())
+    is_postgresql = url.get_backend_name() == "postgresql"
+    if is_postgresql and timeout_name is not None and timeout_name not in url.query:
+        connect_args[timeout_name] = CONNECT_TIMEOUT_SECONDS
     if url.get_driver_name() in PSYCOPG_DRIVERS:
         connect_args[PREPARE_THRESHOLD] = prepare_threshold
     if url.get_backend_name() == "sqlite" and statement_timeout is not None:

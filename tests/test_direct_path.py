@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PostgresHandle, SyncView
+from conftest import PostgresHandle, SyncView, drop_table
 from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -133,3 +133,29 @@ def test_a_refused_statement_raises_what_the_connection_path_raises(
         store.set("k", "forbidden")
     store.set("k", "allowed")  # the connection is usable after it
     assert store.get("k") == "allowed"
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_the_stores_own_engine_works_on_every_driver(
+    driver: str,
+    table_name: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """Its connect timeout goes by each driver's name (asyncpg's is ``timeout``)."""
+    url = _url(driver, request, tmp_path)
+    options: dict[str, Any] = {"table_name": table_name}
+    store: Any = (
+        SyncView(AsyncSQLAlchemyKeyValueStore(url, **options), loop)
+        if driver in ASYNC
+        else SQLAlchemyKeyValueStore(url, **options)
+    )
+    try:
+        store.set("k", "v")
+        assert store.get("k") == "v"
+        assert store.delete("k") is True
+    finally:
+        store.close()
+        if driver not in ("pysqlite", "aiosqlite"):
+            drop_table(request.getfixturevalue("pg_engine"), table_name)
