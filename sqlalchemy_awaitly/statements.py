@@ -231,7 +231,7 @@ class Statements:
         limit = bindparam("batch_size", type_=Integer)
         if not self.is_postgresql:
             return delete(self.table).where(t.key.in_(select(t.key).where(expired).limit(limit)))
-        ctid = literal_column("ctid")
+        ctid: ColumnElement[Any] = literal_column("ctid")
         no_flush = select(
             func.set_config(literal_column("'synchronous_commit'"), literal_column("'off'"), true())
         ).scalar_subquery()
