@@ -33,8 +33,9 @@ from typing import Any, cast
 
 from sqlalchemy import exc
 from sqlalchemy.engine import Engine
-from sqlalchemy.pool import Pool, PoolProxiedConnection, QueuePool
+from sqlalchemy.pool import AsyncAdaptedQueuePool, Pool, PoolProxiedConnection, QueuePool
 from sqlalchemy.pool.base import _ConnectionRecord
+from sqlalchemy.util import queue as pool_queue
 
 from .pool_guards import Listener
 
@@ -52,8 +53,26 @@ class _TakenDirectly:
 _TAKER = _TakenDirectly()
 _IN_USE = weakref.ref(_TAKER)
 
-_POOL_INTERNALS = ("_do_get", "_return_conn", "_invalidate_time", "_pre_ping", "_should_log_debug")
-_RECORD_INTERNALS = ("get_connection", "checkin", "_checkin_failed", "fairy_ref", "starttime")
+_POOL_INTERNALS = (
+    "_do_get",
+    "_return_conn",
+    "_invalidate_time",
+    "_pre_ping",
+    "_should_log_debug",
+    "_recycle",
+    "_pool",
+)
+_RECORD_INTERNALS = (
+    "get_connection",
+    "checkin",
+    "_checkin_failed",
+    "fairy_ref",
+    "starttime",
+    "_soft_invalidate_time",
+)
+
+
+_PLAIN_POOLS = (QueuePool, AsyncAdaptedQueuePool)  # the same queue pool, sync or asyncio
 
 
 def records_supported(pool: Pool) -> bool:
@@ -71,7 +90,7 @@ def unobserved(pool: Pool) -> bool:
     The one ``checkout`` listener allowed is the store's guard, which
     :class:`Checkouts` adds to the engine before its first call.
     """
-    if type(pool) is not QueuePool or pool._pre_ping:
+    if type(pool) not in _PLAIN_POOLS or pool._pre_ping:
         return False
     dispatch = pool.dispatch
     return not (dispatch.reset or pool._should_log_debug()) and len(dispatch.checkout) == 1
@@ -119,6 +138,23 @@ class Held:
             self._pool._invalidate_time = time.time()
         record.invalidate(error)
 
+    def release_without_io(self) -> bool:
+        """Give it back if that needs no I/O (an asyncio caller then needs no greenlet).
+
+        False: nothing was done; :meth:`release` must run, in a greenlet for asyncio.
+        It would do I/O to reset a proxy's connection, to close a connection left in a
+        transaction, or to close an overflow connection the full queue has no room for.
+        """
+        record = self._record
+        if record is None or self._pool._pool.full():  # type: ignore[attr-defined]
+            return False
+        if record.dbapi_connection is None:
+            return False
+        if cast(InTransaction, self._in_transaction)(self.connection):
+            return False
+        record.checkin()
+        return True
+
     def release(self) -> None:
         if self._proxy is not None:
             self._proxy.close()
@@ -157,6 +193,16 @@ def _take_record(pool: QueuePool, guard: Listener, in_transaction: InTransaction
     )
 
 
+def _usable_as_is(pool: QueuePool, record: _ConnectionRecord) -> bool:
+    """True if ``record.get_connection()`` would hand back its connection with no
+    reconnect (so no I/O): the checks of SQLAlchemy's ``get_connection``."""
+    if record.dbapi_connection is None:
+        return False
+    if pool._recycle > -1 and time.time() - record.starttime > pool._recycle:
+        return False
+    return pool._invalidate_time <= record.starttime >= record._soft_invalidate_time
+
+
 class Checkouts:
     """Takes one engine's pooled connections for the store's calls, the lighter way if it can."""
 
@@ -174,3 +220,39 @@ class Checkouts:
                 return held
         proxy = self._engine.raw_connection()
         return Held(pool, proxy.driver_connection, proxy.info, proxy=proxy)
+
+    def take_without_io(self) -> Held | None:
+        """A pooled connection that is there and usable as it is, or None: :meth:`take`.
+
+        For asyncio, where :meth:`take` runs in a greenlet because waiting for a
+        connection or making one awaits: most calls find one free and need
+        neither. A record the guard turns away goes back to the queue, marked
+        (its connection forgotten, or the pool's older connections invalidated)
+        for :meth:`take` to replace.
+        """
+        pool = self._engine.pool
+        if not (self._records and unobserved(pool)):
+            return None
+        queue = cast(QueuePool, pool)._pool
+        try:
+            record = cast(_ConnectionRecord, queue.get_nowait())
+        except pool_queue.Empty:
+            return None
+        if not _usable_as_is(cast(QueuePool, pool), record):
+            queue.put_nowait(record)
+            return None
+        try:
+            self._guard(record.dbapi_connection, record, None)
+        except exc.DisconnectionError as error:
+            if error.invalidate_pool:
+                pool._invalidate_time = time.time()
+            queue.put_nowait(record)
+            return None
+        record.fairy_ref = cast(Any, _IN_USE)
+        return Held(
+            pool,
+            record.driver_connection,
+            record.info,
+            record=record,
+            in_transaction=self._in_transaction,
+        )
