@@ -71,6 +71,33 @@ class SyncDriver(Protocol):
 _ALREADY = object()  # the connection was in autocommit already: nothing to restore
 
 
+def autocommit_on(conn: Any) -> object:
+    """For drivers with an ``autocommit`` attribute (psycopg, psycopg2)."""
+    if conn.autocommit:
+        return _ALREADY
+    conn.autocommit = True
+    return False
+
+
+def autocommit_back(conn: Any, before: object, broken: bool) -> None:
+    if before is not _ALREADY and not broken:
+        conn.autocommit = before
+
+
+def isolation_none(conn: Any) -> object:
+    """For sqlite3 and aiosqlite, where autocommit is ``isolation_level = None``."""
+    before = conn.isolation_level
+    if before is None:
+        return _ALREADY
+    conn.isolation_level = None  # aiosqlite sets it without a trip to its thread
+    return before
+
+
+def isolation_back(conn: Any, before: object) -> None:
+    if before is not _ALREADY:
+        conn.isolation_level = before
+
+
 class Psycopg:
     """psycopg 3: ``prepare`` is the store's prepare setting (None: never, for PgBouncer)."""
 
@@ -79,14 +106,10 @@ class Psycopg:
         self.error: type[Exception] = psycopg.Error
 
     def enter_autocommit(self, conn: Any) -> object:
-        if conn.autocommit:
-            return _ALREADY
-        conn.autocommit = True
-        return False
+        return autocommit_on(conn)
 
     def leave_autocommit(self, conn: Any, before: object) -> None:
-        if before is not _ALREADY and not conn.broken:
-            conn.autocommit = before
+        autocommit_back(conn, before, conn.broken)
 
     def in_transaction(self, conn: Any) -> bool:
         return bool(conn.pgconn.transaction_status != _IDLE)
@@ -106,14 +129,10 @@ class Psycopg2:
         self._idle = dbapi.extensions.TRANSACTION_STATUS_IDLE
 
     def enter_autocommit(self, conn: Any) -> object:
-        if conn.autocommit:
-            return _ALREADY
-        conn.autocommit = True
-        return False
+        return autocommit_on(conn)
 
     def leave_autocommit(self, conn: Any, before: object) -> None:
-        if before is not _ALREADY and not conn.closed:
-            conn.autocommit = before
+        autocommit_back(conn, before, bool(conn.closed))
 
     def in_transaction(self, conn: Any) -> bool:
         return bool(conn.get_transaction_status() != self._idle)
@@ -132,15 +151,10 @@ class Sqlite3:
         self.error: type[Exception] = dbapi.Error
 
     def enter_autocommit(self, conn: Any) -> object:
-        before = conn.isolation_level
-        if before is None:
-            return _ALREADY
-        conn.isolation_level = None
-        return before
+        return isolation_none(conn)
 
     def leave_autocommit(self, conn: Any, before: object) -> None:
-        if before is not _ALREADY:
-            conn.isolation_level = before
+        isolation_back(conn, before)
 
     def in_transaction(self, conn: Any) -> bool:
         return bool(conn.in_transaction)

@@ -16,7 +16,16 @@ from typing import Any, Protocol
 import psycopg
 from sqlalchemy.engine import Dialect
 
-from .dbapi import CURSOR, TIMER, Outcome, Params, Psycopg, kept_cursor
+from .dbapi import (
+    CURSOR,
+    TIMER,
+    Outcome,
+    Params,
+    Psycopg,
+    isolation_back,
+    isolation_none,
+    kept_cursor,
+)
 from .pool_checkout import Held
 
 _ALREADY = object()  # the connection was in autocommit already: nothing to restore
@@ -148,15 +157,10 @@ class Aiosqlite:
         self.error: type[Exception] = dbapi.Error
 
     async def enter_autocommit(self, conn: Any) -> object:
-        before = conn.isolation_level
-        if before is None:
-            return _ALREADY
-        conn.isolation_level = None  # aiosqlite sets it without a trip to its thread
-        return before
+        return isolation_none(conn)
 
     async def leave_autocommit(self, conn: Any, before: object) -> None:
-        if before is not _ALREADY:
-            conn.isolation_level = before
+        isolation_back(conn, before)
 
     def in_transaction(self, conn: Any) -> bool:
         return bool(conn.in_transaction)
