@@ -312,10 +312,12 @@ def _server_timeout(dialect: Dialect, seconds: float | None) -> str | None:
 
 
 def _statement_engine(engine: AnyEngine, timeout: str | None) -> AnyEngine:
-    """AUTOCOMMIT, unless each statement needs a transaction of its own for its timeout."""
-    if timeout is not None:
-        return engine
-    return engine.execution_options(isolation_level="AUTOCOMMIT")
+    """AUTOCOMMIT, unless each statement needs a transaction of its own for its timeout:
+    then READ COMMITTED, whatever the engine's own level (an engine the store builds is
+    AUTOCOMMIT, where ``begin()`` opens no transaction and ``set_config(..., true)``
+    would bound only itself)."""
+    level = "AUTOCOMMIT" if timeout is None else "READ COMMITTED"
+    return engine.execution_options(isolation_level=level)
 
 
 class EngineRunner:

@@ -1,8 +1,9 @@
 """Stores on every kind of engine the fault tests cover: the store's own, or a caller's.
 
-A kind is ``<owner>-<driver>``: ``own-psycopg`` and ``own-psycopg_async`` build
-the engine from a URL (the fast path), ``caller-<driver>`` passes an engine
-the test made with that driver (``psycopg``, ``psycopg2``, ``asyncpg``).
+A kind is ``<owner>-<driver>``: ``own-<driver>`` builds the engine from a URL,
+``caller-<driver>`` passes an engine the test made with that driver
+(``psycopg``, ``psycopg_async``, ``psycopg2``, ``asyncpg``); every one of them
+runs on the store's direct path.
 Async stores are driven through :class:`conftest.SyncView` on one loop.
 """
 
@@ -23,11 +24,16 @@ from sqlalchemy_awaitly import AsyncSQLAlchemyKeyValueStore, SQLAlchemyKeyValueS
 KINDS = [
     "own-psycopg",
     "own-psycopg_async",
+    "own-psycopg2",
+    "own-asyncpg",
     "caller-psycopg",
     "caller-psycopg2",
     "caller-asyncpg",
 ]
 ASYNC_DRIVERS = ("psycopg_async", "asyncpg")
+# Kinds whose connections can carry an application_name: asyncpg takes it only as a
+# connect argument (server_settings), which a store's own engine does not pass on.
+NAMED_KINDS = [kind for kind in KINDS if kind != "own-asyncpg"]
 
 
 def with_driver(url: str, driver: str) -> str:
@@ -60,6 +66,8 @@ def store_of_kind(
     ``pool``: pool keywords for the engine, whoever builds it.
     """
     owner, driver = kind.split("-")
+    if application_name is not None and kind not in NAMED_KINDS:
+        raise ValueError(f"{kind} connections cannot be given an application_name")
     is_async = driver in ASYNC_DRIVERS
     target, connect_args = _named(with_driver(url, driver), driver, application_name)
     engine: Engine | AsyncEngine | None = None

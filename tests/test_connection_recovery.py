@@ -21,7 +21,7 @@ import pytest
 from conftest import PostgresHandle, drop_table
 from sqlalchemy import create_engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from store_kinds import KINDS, store_of_kind
+from store_kinds import KINDS, NAMED_KINDS, store_of_kind
 
 from sqlalchemy_awaitly import PoolExhaustedError, SQLAlchemyKeyValueStore
 
@@ -64,7 +64,7 @@ def _fill_pool(store: Any, loop: asyncio.AbstractEventLoop, count: int) -> None:
             fairy.close()
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", NAMED_KINDS)
 def test_after_mass_termination_every_call_succeeds(
     kind: str, postgres: PostgresHandle, table_name: str, loop: asyncio.AbstractEventLoop
 ) -> None:
@@ -166,7 +166,7 @@ def test_dispose_reaches_every_connection_the_store_used(
 
 # --- contention ------------------------------------------------------------------
 
-ASYNC_KINDS = ["own-psycopg_async", "caller-psycopg_async", "caller-asyncpg"]
+ASYNC_KINDS = ["own-psycopg_async", "own-asyncpg", "caller-psycopg_async", "caller-asyncpg"]
 
 
 @pytest.mark.parametrize("kind", ASYNC_KINDS)
