@@ -136,10 +136,7 @@ class AsyncSQLAlchemyKeyValueStore:
         driver = async_driver(dialect, self._options.prepare)
         if driver is None or not direct_timeout(dialect, isinstance(driver, AsyncPsycopg), timeout):
             return AsyncEngineRunner(self.engine, label, timeout)
-        postgresql = dialect.name == "postgresql"
-        return AsyncDirectRunner(
-            self.engine, statements, label, driver, timeout if postgresql else None
-        )
+        return AsyncDirectRunner(self.engine, statements, label, driver, timeout)
 
     async def _run(self, call: Call[T], connection: AsyncTransaction | None) -> T:
         if call.op is None:

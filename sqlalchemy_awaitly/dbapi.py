@@ -32,6 +32,13 @@ class Outcome(NamedTuple):
     rowcount: int
 
 
+# The bound on one statement of the store's, set for its own transaction only.
+# psycopg sends it in one pipeline with the statement, before the Sync that ends
+# that implicit transaction: one round trip, nothing left on the session for
+# PgBouncer's transaction pooling to hand on (a session SET would be), no
+# startup parameter for PgBouncer to refuse.
+SET_TIMEOUT = "SELECT set_config('statement_timeout', %s, true)"
+
 # Cursors kept with each pooled (sync or async) connection, under these keys
 # of its ``info``: a new one per call costs about 10 us.
 CURSOR = "sqlalchemy_awaitly.cursor"
@@ -68,19 +75,19 @@ class SyncDriver(Protocol):
     def execute(self, cur: Any, sql: str, args: Params) -> None: ...
 
 
-_ALREADY = object()  # the connection was in autocommit already: nothing to restore
+UNCHANGED = object()  # the connection was in autocommit already: nothing to restore
 
 
 def autocommit_on(conn: Any) -> object:
     """For drivers with an ``autocommit`` attribute (psycopg, psycopg2)."""
     if conn.autocommit:
-        return _ALREADY
+        return UNCHANGED
     conn.autocommit = True
     return False
 
 
 def autocommit_back(conn: Any, before: object, broken: bool) -> None:
-    if before is not _ALREADY and not broken:
+    if before is not UNCHANGED and not broken:
         conn.autocommit = before
 
 
@@ -88,13 +95,13 @@ def isolation_none(conn: Any) -> object:
     """For sqlite3 and aiosqlite, where autocommit is ``isolation_level = None``."""
     before = conn.isolation_level
     if before is None:
-        return _ALREADY
+        return UNCHANGED
     conn.isolation_level = None  # aiosqlite sets it without a trip to its thread
     return before
 
 
 def isolation_back(conn: Any, before: object) -> None:
-    if before is not _ALREADY:
+    if before is not UNCHANGED:
         conn.isolation_level = before
 
 

@@ -18,7 +18,9 @@ from sqlalchemy.engine import Dialect
 
 from .dbapi import (
     CURSOR,
+    SET_TIMEOUT,
     TIMER,
+    UNCHANGED,
     Outcome,
     Params,
     Psycopg,
@@ -27,8 +29,6 @@ from .dbapi import (
     kept_cursor,
 )
 from .pool_checkout import Held
-
-_ALREADY = object()  # the connection was in autocommit already: nothing to restore
 
 
 class AsyncDriver(Protocol):
@@ -76,12 +76,12 @@ class AsyncPsycopg:
 
     async def enter_autocommit(self, conn: Any) -> object:
         if conn.autocommit:
-            return _ALREADY
+            return UNCHANGED
         await conn.set_autocommit(True)
         return False
 
     async def leave_autocommit(self, conn: Any, before: object) -> None:
-        if before is not _ALREADY and not conn.broken:
+        if before is not UNCHANGED and not conn.broken:
             await conn.set_autocommit(before)
 
     def in_transaction(self, conn: Any) -> bool:
@@ -100,9 +100,7 @@ class AsyncPsycopg:
         else:  # one pipeline: one round trip, the bound for this transaction only
             async with held.connection.pipeline():
                 timer = kept_cursor(held, TIMER)
-                await timer.execute(
-                    "SELECT set_config('statement_timeout', %s, true)", (timeout,), prepare=prepare
-                )
+                await timer.execute(SET_TIMEOUT, (timeout,), prepare=prepare)
                 await cur.execute(sql, args, prepare=prepare)
         return Outcome(await cur.fetchall() if returns_rows else [], cur.rowcount)
 
@@ -120,7 +118,7 @@ class Asyncpg:
         self.error: type[Exception] = dbapi.Error
 
     async def enter_autocommit(self, conn: Any) -> object:
-        return _ALREADY  # asyncpg has no mode: no transaction open is autocommit
+        return UNCHANGED  # asyncpg has no mode: no transaction open is autocommit
 
     async def leave_autocommit(self, conn: Any, before: object) -> None:
         return None

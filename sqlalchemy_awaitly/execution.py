@@ -3,7 +3,8 @@
 Most of the cost of a key/value call through SQLAlchemy is not SQL: it is the
 transaction SQLAlchemy opens around every ``Connection.execute`` (BEGIN and
 ROLLBACK round trips) and the per-call statement handling. For the drivers
-:mod:`dbapi` knows (psycopg, psycopg2, sqlite3) the store compiles each
+:mod:`dbapi` and :mod:`dbapi_async` know (psycopg, psycopg2, sqlite3; psycopg,
+asyncpg, aiosqlite) the store compiles each
 statement once and runs it in autocommit mode on a connection checked out of
 the engine's own pool for that one call, leaving the connection exactly as it
 found it. Other drivers go through an ``AUTOCOMMIT`` Connection. Inside a
@@ -31,7 +32,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.util import greenlet_spawn
 
-from .dbapi import TIMER, Outcome, Params, Psycopg, Rows, SyncDriver, kept_cursor
+from .dbapi import SET_TIMEOUT, TIMER, Outcome, Params, Psycopg, Rows, SyncDriver, kept_cursor
 from .dbapi_async import AsyncDriver
 from .errors import AwaitlyStoreError, PoolExhaustedError
 from .faults import Fault, classify, judge, unreachable
@@ -142,14 +143,6 @@ def _invalidates_pool(fault: Fault) -> bool:
     return fault in (Fault.LOST, Fault.NOT_RUN)
 
 
-# The bound on one statement of the store's, set for its own transaction only.
-# Sent in one pipeline with the statement, before the Sync that ends that
-# implicit transaction: one round trip, nothing left on the session for
-# PgBouncer's transaction pooling to hand on (a session SET would be), no
-# startup parameter for PgBouncer to refuse.
-_SET_TIMEOUT = "SELECT set_config('statement_timeout', %s, true)"
-
-
 def timeout_ms(seconds: float | None) -> str | None:
     return None if seconds is None else str(max(1, round(seconds * 1000)))
 
@@ -175,7 +168,7 @@ class DirectRunner:
         self._checkouts = Checkouts(engine, guard_pool(engine), driver.in_transaction)
         self._compiled = compile_ops(statements, engine.dialect)
         self._failures = _DriverFailures(engine.dialect, table, driver.error)
-        self._timeout = timeout_ms(statement_timeout)
+        self._timeout = _server_timeout(engine.dialect, statement_timeout)
         assert self._timeout is None or isinstance(driver, Psycopg)
 
     def _execute(self, held: Held, compiled: CompiledOp, args: Params) -> Any:
@@ -185,7 +178,7 @@ class DirectRunner:
             driver.execute(cur, compiled.sql, args)
         else:
             with held.connection.pipeline():
-                driver.execute(kept_cursor(held, TIMER), _SET_TIMEOUT, (self._timeout,))
+                driver.execute(kept_cursor(held, TIMER), SET_TIMEOUT, (self._timeout,))
                 driver.execute(cur, compiled.sql, args)
         return cur
 
@@ -247,7 +240,7 @@ class AsyncDirectRunner:
         self._checkouts = Checkouts(sync_engine, guard_pool(sync_engine), driver.in_transaction)
         self._compiled = compile_ops(statements, engine.dialect)
         self._failures = _DriverFailures(engine.dialect, table, driver.error)
-        self._timeout = timeout_ms(statement_timeout)
+        self._timeout = _server_timeout(engine.dialect, statement_timeout)
 
     async def _checkout(self) -> Held:
         held = self._checkouts.take_without_io()

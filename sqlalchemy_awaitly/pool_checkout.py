@@ -188,6 +188,11 @@ def _take_record(pool: QueuePool, guard: Listener, in_transaction: InTransaction
     except BaseException:
         record.checkin()
         raise
+    return _holding(pool, record, in_transaction)
+
+
+def _holding(pool: Pool, record: _ConnectionRecord, in_transaction: InTransaction) -> Held:
+    """A record taken directly, as the call holds it."""
     return Held(
         pool, record.driver_connection, record.info, record=record, in_transaction=in_transaction
     )
@@ -249,10 +254,4 @@ class Checkouts:
             queue.put_nowait(record)
             return None
         record.fairy_ref = cast(Any, _IN_USE)
-        return Held(
-            pool,
-            record.driver_connection,
-            record.info,
-            record=record,
-            in_transaction=self._in_transaction,
-        )
+        return _holding(pool, record, self._in_transaction)

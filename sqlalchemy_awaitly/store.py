@@ -29,6 +29,7 @@ from .execution import (
     DirectRunner,
     EngineRunner,
     connect,
+    direct_timeout,
     run_on_connection,
 )
 from .schema import DEFAULT_TABLE_NAME
@@ -128,13 +129,11 @@ class SQLAlchemyKeyValueStore:
         """The direct runner where the driver allows (a statement timeout needs psycopg's
         pipeline on PostgreSQL); otherwise statements go through a Connection."""
         timeout = self._options.statement_timeout
-        driver = sync_driver(self.engine.dialect, self._options.prepare)
-        postgresql = self.engine.dialect.name == "postgresql"
-        if driver is None or (
-            timeout is not None and postgresql and not isinstance(driver, Psycopg)
-        ):
+        dialect = self.engine.dialect
+        driver = sync_driver(dialect, self._options.prepare)
+        if driver is None or not direct_timeout(dialect, isinstance(driver, Psycopg), timeout):
             return EngineRunner(self.engine, label, timeout)
-        return DirectRunner(self.engine, statements, label, driver, timeout if postgresql else None)
+        return DirectRunner(self.engine, statements, label, driver, timeout)
 
     def _run(self, call: Call[T], connection: Transaction | None) -> T:
         if call.op is None:
