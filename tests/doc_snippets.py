@@ -8,7 +8,10 @@ Every fenced block is preceded by one line ``<!-- snippet: KIND -->``, where KIN
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,3 +70,19 @@ def block(name: str) -> str:
     ]
     assert len(named) == 1, f"{len(named)} blocks are named {name!r}"
     return named[0].code
+
+
+def run_as_written(
+    code: str, cwd: Path, database_url: str | None = None, *, label: str = "", timeout: float = 120
+) -> list[str]:
+    """Run ``code`` as a reader pasting it would, in ``cwd``, with ``DATABASE_URL`` only if
+    given; it must exit 0. Its printed lines."""
+    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    if database_url is not None:
+        environment["DATABASE_URL"] = database_url
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    assert done.returncode == 0, f"{label}:\n{done.stdout}{done.stderr}"
+    return done.stdout.splitlines()

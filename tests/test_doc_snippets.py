@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from doc_snippets import ROOT, Snippet, block, snippets
+from doc_snippets import ROOT, Snippet, block, run_as_written, snippets
 from sqlalchemy import MetaData
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex, CreateTable
@@ -51,12 +48,7 @@ def test_every_block_says_how_it_is_checked(snippet: Snippet) -> None:
 @pytest.mark.parametrize("snippet", RUNNABLE, ids=lambda s: s.where)
 def test_runnable_blocks_run_as_written(snippet: Snippet, tmp_path: Path) -> None:
     """In an empty directory with no DATABASE_URL, as a reader pasting it would run it."""
-    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    done = subprocess.run(
-        [sys.executable, "-c", snippet.code],
-        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, f"{snippet.where}:\n{done.stdout}{done.stderr}"
+    run_as_written(snippet.code, tmp_path, label=snippet.where)
 
 
 def _command(line: str) -> str:

@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-from doc_snippets import block
+from doc_snippets import block, run_as_written
 
 pytestmark = pytest.mark.slow  # end to end, in processes of its own: pytest -m slow
-
-
-def run_python(code: str, cwd: Path, url: str | None = None) -> list[str]:
-    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    if url is not None:
-        environment["DATABASE_URL"] = url
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=cwd, env=environment, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return done.stdout.splitlines()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -34,7 +18,7 @@ def test_the_readme_durable_run_resumes_after_a_failure(
     if backend == "postgresql":  # "or postgresql+psycopg://...", as its comment says
         url = request.getfixturevalue("postgres").url
         code = code.replace('"sqlite:///shop.db"', repr(url))
-    lines = run_python(code, tmp_path)
+    lines = run_as_written(code, tmp_path)
     assert lines[0].startswith("Err(error=UnexpectedError(message='ConnectionError: payment")
     assert lines[1:] == [
         "Ok(value={'order': 'order-1', 'paid': True})",
@@ -43,7 +27,7 @@ def test_the_readme_durable_run_resumes_after_a_failure(
 
 
 def test_the_readme_store_example_prints_what_it_says(tmp_path: Path) -> None:
-    assert run_python(block("readme-store"), tmp_path) == ["payload", "['session:1']"]
+    assert run_as_written(block("readme-store"), tmp_path) == ["payload", "['session:1']"]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -54,21 +38,12 @@ def test_the_durable_quickstart_runs_as_written(
         url = f"sqlite:///{tmp_path / 'state.db'}"
     else:
         url = request.getfixturevalue("postgres").url
-    env: dict[str, Any] = os.environ | {"DATABASE_URL": url}
-    done = subprocess.run(
-        [sys.executable, "-c", block("durable-quickstart")],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "Ok(value={'id': 'order-1', 'userId': '123'})"
+    lines = run_as_written(block("durable-quickstart"), tmp_path, url, timeout=60)
+    assert "\n".join(lines).strip() == "Ok(value={'id': 'order-1', 'userId': '123'})"
 
 
 def test_the_store_quickstart_runs_as_written(tmp_path: Path) -> None:
-    assert run_python(block("store-quickstart"), tmp_path) == [
+    assert run_as_written(block("store-quickstart"), tmp_path) == [
         "{'fetch-user': {'ok': True, 'value': {'id': '123'}}}",
         "['checkout-123']",
         "payload",
