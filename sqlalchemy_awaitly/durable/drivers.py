@@ -24,6 +24,7 @@ from ..errors import ConfigurationError
 from ..persistence import DEFAULT_PREFIX, AsyncStatePersistence, StatePersistence
 from ..store import SQLAlchemyKeyValueStore
 from .errors import DurableUsageError
+from .heartbeat import AsyncHeartbeat, Pending, heartbeats
 from .memory import MemoryStore, default_store
 from .plan import (
     Acquire,
@@ -35,7 +36,6 @@ from .plan import (
     Finish,
     Flush,
     Keys,
-    Lease,
     Load,
     LoadMany,
     Plan,
@@ -199,7 +199,7 @@ class SyncIO:
     def __init__(self, backend: Backend, workflow: Workflow | None = None) -> None:
         self.backend = backend
         self.workflow = workflow
-        self._heartbeat: _ThreadHeartbeat | None = None
+        self._heartbeat: Pending | None = None
         self._saves = threading.Lock()
         self._saved_seq = 0
 
@@ -233,14 +233,15 @@ class SyncIO:
             return self._body(request.state)
         if isinstance(request, StartHeartbeat):
             assert request.state.lease is not None
-            self._heartbeat = _ThreadHeartbeat(self.backend.kv, request.state.lease)
-            self._heartbeat.start()
+            self._heartbeat = heartbeats.start(self._renew, request.state.lease)
             return None
         if isinstance(request, StopHeartbeat):
-            if self._heartbeat is not None:
-                self._heartbeat.stop()
+            self.abandon()
             return None
         return store_call(self.backend.kv, request)
+
+    def _renew(self, renewal: Renew) -> Any:
+        return store_call(self.backend.kv, renewal)
 
     def _begin(self, session: bool) -> Tx:
         engine = self.backend.engine
@@ -297,8 +298,9 @@ class SyncIO:
             raise
 
     def abandon(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.stop()
+        beat, self._heartbeat = self._heartbeat, None
+        if beat is not None:
+            heartbeats.stop(beat)
 
 
 class Step:
@@ -320,32 +322,6 @@ class Step:
         """Run ``fn(connection)`` (``fn(session)`` with ``session=True``) in a transaction
         that also writes this step's checkpoint: both commit, or neither does."""
         return drive(step_plan(self._state, fn, key, session), self._io)
-
-
-class _ThreadHeartbeat:
-    def __init__(self, kv: Any, lease: Lease) -> None:
-        self._kv = kv
-        self._lease = lease
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="awaitly-lease", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        # A renewal hanging on the network must not hang the run: the lease
-        # then counts as lost after a lease time anyway (Lease.gone).
-        self._thread.join(self._lease.interval + 1.0)
-
-    def _beat(self) -> None:
-        lease = self._lease
-        while not lease.lost and not self._stopped.wait(lease.interval):
-            try:
-                answer: bool | None = bool(store_call(self._kv, lease.renewal))
-            except Exception:
-                answer = None
-            lease.renewed(answer)
 
 
 # --- asyncio ----------------------------------------------------------------
@@ -380,7 +356,7 @@ class AsyncIO:
     def __init__(self, backend: Backend, workflow: Workflow | None = None) -> None:
         self.backend = backend
         self.workflow = workflow
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._heartbeat: AsyncHeartbeat | None = None
         self._saves: asyncio.Lock | None = None
         self._saved_seq = 0
 
@@ -409,19 +385,21 @@ class AsyncIO:
             return await self._body(request.state)
         if isinstance(request, StartHeartbeat):
             assert request.state.lease is not None
-            self._heartbeat = asyncio.ensure_future(self._beat(request.state.lease))
+            self._heartbeat = AsyncHeartbeat(self._renew, request.state.lease)
             return None
         if isinstance(request, StopHeartbeat):
             beat, self._heartbeat = self._heartbeat, None
             if beat is not None:
-                beat.cancel()
-                await asyncio.wait([beat])  # not ``await beat``: that re-raises its cancellation
+                await beat.stop()
             return None
         return await _settle(store_call(self.backend.kv, request))
 
     def abandon(self) -> None:
         if self._heartbeat is not None:
-            self._heartbeat.cancel()
+            self._heartbeat.abandon()
+
+    async def _renew(self, renewal: Renew) -> Any:
+        return await _settle(store_call(self.backend.kv, renewal))
 
     async def _begin(self, session: bool) -> Tx:
         engine = self.backend.engine
@@ -474,17 +452,6 @@ class AsyncIO:
             if _ended_inside_group(state, e):  # a TaskGroup wraps the failed step's exit
                 return BodyOutcome(exit=state.stop)
             raise
-
-    async def _beat(self, lease: Lease) -> None:
-        while not lease.lost:
-            await asyncio.sleep(lease.interval)
-            try:
-                answer: bool | None = bool(
-                    await _settle(store_call(self.backend.kv, lease.renewal))
-                )
-            except Exception:
-                answer = None
-            lease.renewed(answer)
 
 
 class AsyncStep:
