@@ -206,12 +206,16 @@ def workflow_snapshot(
 
     The same text as ``to_json`` of the document, built from the encoded steps.
     """
-    execution = {"status": "running", "lastUpdated": now_iso(), "currentStepId": last_step_key}
+    key = to_json(last_step_key)
+    if metadata and "lastStepKey" not in metadata:  # it goes last: spliced, not re-encoded
+        described = f'{to_json(metadata)[:-1]},"lastStepKey":{key}}}'
+    else:
+        described = to_json({**metadata, "lastStepKey": last_step_key})
     return (
         f"{_SNAPSHOT_HEAD}{to_json(workflow_id)},"
         f'"steps":{steps.json()},'
-        f'"execution":{to_json(execution)},'
-        f'"metadata":{to_json({**metadata, "lastStepKey": last_step_key})}}}'
+        f'"execution":{{"status":"running","lastUpdated":"{now_iso()}","currentStepId":{key}}},'
+        f'"metadata":{described}}}'
     )
 
 
