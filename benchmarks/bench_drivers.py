@@ -1025,9 +1025,13 @@ class Recorder(MemoryStore):
         self.saved.append(value)
         return super().set_guarded(key, value, ttl, guard_key=guard_key, guard_value=guard_value)
 
-    def delete_guarded(self, key: str, *, guard_key: str, guard_value: str) -> bool:
-        self.calls.append("delete_guarded")
-        return super().delete_guarded(key, guard_key=guard_key, guard_value=guard_value)
+    def delete_guarded(
+        self, key: str, *, guard_key: str, guard_value: str, release: bool = False
+    ) -> bool:
+        self.calls.append("delete_guarded(release)" if release else "delete_guarded")
+        return super().delete_guarded(
+            key, guard_key=guard_key, guard_value=guard_value, release=release
+        )
 
 
 def run_id(steps: int, serial: int) -> str:

@@ -203,9 +203,11 @@ class AsyncSQLAlchemyKeyValueStore:
         *,
         guard_key: str,
         guard_value: str,
+        release: bool = False,
         connection: AsyncTransaction | None = None,
     ) -> bool:
-        return await self._run(self._calls.delete_guarded(key, guard_key, guard_value), connection)
+        call = self._calls.delete_guarded(key, guard_key, guard_value, release)
+        return await self._run(call, connection)
 
     async def touch(
         self,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from .dbapi import Outcome
+from .errors import InvalidInputError
 from .patterns import KeyScan, scan_for_pattern, scan_for_prefix
 from .validation import (
     Ttl,
@@ -137,13 +138,17 @@ class Calls:
         }
         return Call("set_guarded", params, _any_row)
 
-    def delete_guarded(self, key: str, guard_key: str, guard_value: str) -> Call[bool]:
+    def delete_guarded(
+        self, key: str, guard_key: str, guard_value: str, release: bool = False
+    ) -> Call[bool]:
         params = {
             "key": check_key(key),
             "guard_key": check_key(guard_key),
             "guard_value": check_value(guard_key, guard_value),
         }
-        return Call("delete_guarded", params, _any_row)
+        if not isinstance(release, bool):
+            raise InvalidInputError(f"release must be True or False, got {release!r}")
+        return Call("delete_guarded_release" if release else "delete_guarded", params, _any_row)
 
     def add(self, key: str, value: str, ttl: Ttl) -> Call[bool]:
         key = check_key(key)

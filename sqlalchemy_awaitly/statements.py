@@ -169,6 +169,15 @@ class Statements:
             True,
             repeatable=False,
         )
+        # The row and its guard together, so a run ends in one statement: both
+        # go while the guard holds, neither otherwise (a row per deleted row).
+        both = t.key.in_([key, bindparam("guard_key", type_=Text)])
+        self.delete_guarded_release = Op(
+            "delete_guarded_release",
+            delete(table).where(both, held).returning(literal_column("1")),
+            True,
+            repeatable=False,
+        )
 
         many = self._key_in_keys()
         self.get_many = Op(

@@ -207,10 +207,17 @@ class SQLAlchemyKeyValueStore:
         *,
         guard_key: str,
         guard_value: str,
+        release: bool = False,
         connection: Transaction | None = None,
     ) -> bool:
-        """``delete``, but only while ``guard_key`` holds ``guard_value``; True if a row went."""
-        return self._run(self._calls.delete_guarded(key, guard_key, guard_value), connection)
+        """``delete``, but only while ``guard_key`` holds ``guard_value``; True if a row went.
+
+        ``release=True`` deletes the guard row too, in the same statement (a run
+        that ends and gives up its lease): both go while the guard holds, neither
+        otherwise, and True means the guard held.
+        """
+        call = self._calls.delete_guarded(key, guard_key, guard_value, release)
+        return self._run(call, connection)
 
     def touch(
         self,

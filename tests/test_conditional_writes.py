@@ -87,6 +87,26 @@ def test_guarded_writes_happen_only_while_the_lease_is_held(store: Any) -> None:
     assert store.delete_guarded("state:g", guard_key="lock:g", guard_value="owner-1")
     assert store.get("state:g") is None
     store.add("lock:h", "owner-1", ttl=0.5)
+    store.set("state:h2", "v")
     time.sleep(TTL_SLEEP)  # the lease expired: its old owner writes nothing
     assert not store.set_guarded("state:h", "v", guard_key="lock:h", guard_value="owner-1")
     assert store.get("state:h") is None
+    gone = store.delete_guarded("state:h2", guard_key="lock:h", guard_value="owner-1", release=True)
+    assert not gone and store.get("state:h2") == "v"
+
+
+def test_a_guarded_delete_with_release_takes_the_row_and_its_lease_together(store: Any) -> None:
+    store.add("lock:r", "owner-1", ttl=60)
+    assert store.set_guarded("state:r", "v", guard_key="lock:r", guard_value="owner-1")
+    store.set("other", "x")
+    stale = {"guard_key": "lock:r", "guard_value": "owner-2"}
+    assert not store.delete_guarded("state:r", **stale, release=True)
+    assert store.get("state:r") == "v" and store.get("lock:r") == "owner-1"
+    held = {"guard_key": "lock:r", "guard_value": "owner-1"}
+    assert store.delete_guarded("state:r", **held, release=True)
+    assert store.get("state:r") is None and store.get("lock:r") is None
+    assert store.get("other") == "x"
+    # No row to delete (a run that recorded nothing): the lease goes, and it held.
+    store.add("lock:s", "owner-1", ttl=60)
+    assert store.delete_guarded("state:s", guard_key="lock:s", guard_value="owner-1", release=True)
+    assert store.get("lock:s") is None

@@ -270,3 +270,59 @@ def test_a_swallowed_usage_error_still_ends_the_run(durable_env: Env) -> None:
     with pytest.raises(DurableUsageError, match="used twice"):
         durable.run(None, workflow, id="swallowed", store=durable_env.store)
     assert ran == []
+
+
+class CallLog(MemoryStore):
+    """The store calls a run makes, and whether its lease was there at each."""
+
+    def __init__(self, lease_key: str) -> None:
+        super().__init__()
+        self.lease_key = lease_key
+        self.calls: list[tuple[str, bool]] = []
+
+    def _log(self, name: str) -> None:
+        self.calls.append((name, self.get(self.lease_key) is not None))
+
+    def set(self, key: str, value: str, ttl: float | None = None) -> None:
+        self._log("set")
+        super().set(key, value, ttl)
+
+    def delete(self, key: str, *, if_value: str | None = None) -> bool:
+        self._log("delete")
+        return super().delete(key, if_value=if_value)
+
+    def delete_guarded(
+        self, key: str, *, guard_key: str, guard_value: str, release: bool = False
+    ) -> bool:
+        self._log("delete_guarded(release)" if release else "delete_guarded")
+        return super().delete_guarded(
+            key, guard_key=guard_key, guard_value=guard_value, release=release
+        )
+
+
+def test_a_finished_run_deletes_its_row_and_lease_in_one_call() -> None:
+    store = CallLog("workflow:lock:one-trip")
+    result = durable.run(
+        None, lambda step, deps: step(lambda: 1, key="a"), id="one-trip", store=store
+    )
+    assert result == Ok(1)
+    assert store.calls == [("delete_guarded(release)", True)]
+    assert (
+        store.get("workflow:lock:one-trip") is None and store.get("workflow:state:one-trip") is None
+    )
+
+
+def test_an_idempotent_run_holds_its_lease_until_its_result_is_recorded() -> None:
+    # Released with the row, a second caller with the same key could take the
+    # lease before the result is recorded, find no state, and run it all again.
+    store = CallLog("workflow:lock:idem-run")
+    result = durable.run(
+        None,
+        lambda step, deps: step(lambda: 1, key="a"),
+        id="idem-run",
+        idempotency_key="k",
+        store=store,
+    )
+    assert result == Ok(1)
+    assert store.calls == [("delete_guarded", True), ("set", True), ("delete", True)]
+    assert store.get("workflow:lock:idem-run") is None

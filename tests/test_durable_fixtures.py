@@ -56,7 +56,7 @@ class RecordingStore(MemoryStore):
             self._saved(key, value)
         return done
 
-    def delete_guarded(self, key: str, **guard: str) -> bool:
+    def delete_guarded(self, key: str, **guard: Any) -> bool:
         if key.startswith(PREFIX):
             self.calls.append({"op": "delete", "id": key[len(PREFIX) :]})
         return super().delete_guarded(key, **guard)

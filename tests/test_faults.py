@@ -45,6 +45,7 @@ DOCUMENTED_NAMES = {
     "delete(if_value=)": {"delete_if"},
     "delete_many": {"delete_many"},
     "delete_guarded": {"delete_guarded"},
+    "delete_guarded(release=True)": {"delete_guarded_release"},
     "purge_expired": {"purge_batch"},
 }
 

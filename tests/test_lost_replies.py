@@ -66,6 +66,12 @@ CASES: dict[str, Case] = {
         UNKNOWN,
         lambda s, k: not s.exists(k),
     ),
+    "delete_guarded_release": Case(
+        lambda s, k: s.set_many({k: "v", "lease": "tok"}),
+        lambda s, k: s.delete_guarded(k, guard_key="lease", guard_value="tok", release=True),
+        UNKNOWN,
+        lambda s, k: not s.exists(k) and not s.exists("lease"),
+    ),
     "purge_expired": Case(
         lambda s, k: s.set(k, "v", ttl=60),
         lambda s, k: s.purge_expired(),

@@ -112,7 +112,9 @@ def store_call(kv: Any, request: Request) -> Any:
         if request.guard is None:
             return kv.delete(request.key)
         guard_key, guard_value = request.guard
-        return kv.delete_guarded(request.key, guard_key=guard_key, guard_value=guard_value)
+        return kv.delete_guarded(
+            request.key, guard_key=guard_key, guard_value=guard_value, release=request.release
+        )
     if isinstance(request, Touch):
         return kv.touch(request.key, request.ttl)
     if isinstance(request, Acquire):

@@ -74,9 +74,17 @@ class MemoryStore:
             self._rows[key] = (value, self._expiry(ttl))
             return True
 
-    def delete_guarded(self, key: str, *, guard_key: str, guard_value: str) -> bool:
+    def delete_guarded(
+        self, key: str, *, guard_key: str, guard_value: str, release: bool = False
+    ) -> bool:
         with self._lock:
-            if self._live(guard_key) != guard_value or key not in self._rows:
+            if self._live(guard_key) != guard_value:
+                return False
+            if release:  # both go; True: the guard held
+                self._rows.pop(key, None)
+                del self._rows[guard_key]
+                return True
+            if key not in self._rows:
                 return False
             del self._rows[key]
             return True

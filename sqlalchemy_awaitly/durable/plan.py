@@ -83,8 +83,12 @@ class Save:
 
 @dataclass(frozen=True)
 class Delete:
+    """Delete ``key``; with ``guard``, only while the lease holds, and with ``release``
+    the lease row too, in the same statement (True: the lease held, both are gone)."""
+
     key: str
     guard: tuple[str, str] | None = None
+    release: bool = False
 
 
 @dataclass(frozen=True)
@@ -326,6 +330,7 @@ class RunState:
         self.seen: set[str] = set()
         self.stored_metadata: dict[str, Any] = {}
         self.has_row = False
+        self.released = False  # the lease went with the run's row, in one statement
         # The newest snapshot text written (or loaded): a lost reply is resolved against it.
         self.saved_text: str | None = None
         self.saved_seq = 0
@@ -498,7 +503,7 @@ def _leased(o: RunOptions, remark: str | None) -> Plan[Result[Any, Any]]:
             if lease is not None:
                 yield StopHeartbeat(state)
     finally:
-        if lease is not None:
+        if lease is not None and not state.released:
             try:
                 yield from repeated_if_unknown(Release(lease.key, lease.value))
             except Exception:
@@ -574,7 +579,14 @@ def _ended(o: RunOptions, state: RunState, result: Result[Any, Any]) -> Plan[Res
             if state.guard is None:
                 yield from repeated_if_unknown(Delete(o.state_key))
             else:
-                deleted = yield from delete_guarded(o.state_key, state.guard, state.saved_text)
+                # The lease goes in the same statement, unless an idempotency record
+                # is still to be completed: until it is, the lease keeps a second
+                # caller with the same key from running the workflow again.
+                release = o.idempotency_key is None
+                deleted = yield from delete_guarded(
+                    o.state_key, state.guard, state.saved_text, release
+                )
+                state.released = release and deleted
                 if state.has_row and not deleted:
                     return lease_lost
         except Exception as e:
@@ -720,16 +732,26 @@ def acquire(key: str, value: str, ttl: float | None) -> Plan[bool]:
         return bool((yield Acquire(key, value, ttl)))  # not there: the insert did not commit
 
 
-def delete_guarded(key: str, guard: tuple[str, str], saved_text: str | None) -> Plan[bool]:
-    """Delete the run's row while its lease holds; True if it is gone."""
+def delete_guarded(
+    key: str, guard: tuple[str, str], saved_text: str | None, release: bool = False
+) -> Plan[bool]:
+    """Delete the run's row while its lease holds; True if it is gone.
+
+    With ``release``, the lease row goes in the same statement: True if the
+    lease held (the row, if there was one, went with it).
+    """
     try:
-        return bool((yield Delete(key, guard)))
+        return bool((yield Delete(key, guard, release)))
     except OutcomeUnknownError:
+        if release and (yield Load(guard[0])) == guard[1]:
+            return bool((yield Delete(key, guard, release)))  # still ours: not committed
         current = yield Load(key)
         if current is None:
             return True
         if current != saved_text:
             return False  # another owner wrote it: the lease had changed hands
+        if release:
+            return False  # the row is there and the lease is not ours: it was lost
         return bool((yield Delete(key, guard)))
 
 
