@@ -10,7 +10,17 @@ from typing import Any
 from ..errors import InvalidInputError
 from ..validation import check_key, check_pattern
 from ..wire.documents import LOCK_PREFIX, idempotency_key_of
-from .drivers import AsyncIO, SyncIO, Workflow, adrive, backend_for, drive
+from .drivers import (
+    AsyncBackend,
+    AsyncIO,
+    SyncBackend,
+    SyncIO,
+    Workflow,
+    adrive,
+    async_backend,
+    drive,
+    sync_backend,
+)
 from .plan import DurableEvent, RunOptions, VersionMismatchInfo, run_plan
 from .results import Result
 from .values import check_json
@@ -48,7 +58,7 @@ def run(
     (:class:`VersionMismatch`, :class:`ConcurrentExecution`, ...). ``store``
     None means a per-process in-memory store.
     """
-    backend = backend_for(store, prefix, asyncio=False)
+    backend = sync_backend(store, prefix)
     options = _options(backend, deps, locals())
     return drive(run_plan(options), SyncIO(backend, workflow))
 
@@ -73,7 +83,7 @@ async def run_async(
     lock_prefix: str = LOCK_PREFIX,
 ) -> Result[Any, Any]:
     """The asyncio :func:`run`: ``async def workflow(step, deps)`` awaits its steps."""
-    backend = backend_for(store, prefix, asyncio=True)
+    backend = async_backend(store, prefix)
     options = _options(backend, deps, locals())
     return await adrive(run_plan(options), AsyncIO(backend, workflow))
 
@@ -89,7 +99,7 @@ def _seconds(value: float | timedelta | None, name: str) -> float | None:
     return float(seconds)
 
 
-def _options(backend: Any, deps: Any, given: dict[str, Any]) -> RunOptions:
+def _options(backend: SyncBackend | AsyncBackend, deps: Any, given: dict[str, Any]) -> RunOptions:
     workflow_id = given["id"]
     if not isinstance(workflow_id, str) or not workflow_id:
         raise InvalidInputError(f"id must be a non-empty str, got {workflow_id!r}")

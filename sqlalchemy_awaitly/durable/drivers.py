@@ -1,7 +1,8 @@
 """Performing the plans' I/O: blocking calls for ``run``, awaits for ``run_async``.
 
 The two drivers differ only in how they call: which store method serves a
-request is decided once, in :func:`store_call`.
+request is decided once, in :func:`store_call`, against the typed protocols
+of ``storage.py``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import inspect
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -51,62 +52,84 @@ from .plan import (
     Touch,
     step_plan,
 )
+from .storage import AsyncKeyValue, AsyncMemory, AsyncTransactional, KeyValue, Transactional
 
 T = TypeVar("T")
 Workflow = Callable[..., Any]
 
 
-@dataclass(frozen=True)
-class Backend:
-    """Where a run keeps its rows: the key/value store, the prefix, the engine if any."""
+K = TypeVar("K", KeyValue, AsyncKeyValue)
+D = TypeVar("D", Transactional, AsyncTransactional)
 
-    kv: Any
+
+@dataclass(frozen=True)
+class Backend(Generic[K, D]):
+    """Where a run keeps its rows: its store, the same store if it is on a database
+    (``db``: transactional steps need its engine), the prefix, and the scope the
+    in-process guard tells runs of one id apart by."""
+
+    kv: K
+    db: D | None
     prefix: str
-    engine: Any
     scope: object
 
 
-def backend_for(store: object, prefix: str | None, *, asyncio: bool) -> Backend:
+SyncBackend = Backend[KeyValue, Transactional]
+AsyncBackend = Backend[AsyncKeyValue, AsyncTransactional]
+
+
+def _store_of(store: object) -> tuple[object, str]:
+    """The key/value store behind ``store`` (a persistence's own), and its prefix."""
     if store is None:
-        store = default_store
-    kv: Any = store
-    own_prefix = DEFAULT_PREFIX
+        return default_store, DEFAULT_PREFIX
     if isinstance(store, (StatePersistence, AsyncStatePersistence)):
-        kv, own_prefix = store.store, store.prefix
-    if not isinstance(kv, (SQLAlchemyKeyValueStore, AsyncSQLAlchemyKeyValueStore, MemoryStore)):
+        return store.store, store.prefix
+    if not isinstance(store, (SQLAlchemyKeyValueStore, AsyncSQLAlchemyKeyValueStore, MemoryStore)):
         raise TypeError(
             "store must be a StatePersistence, a key/value store or a MemoryStore, "
             f"got {type(store).__name__}"
         )
-    if isinstance(kv, AsyncSQLAlchemyKeyValueStore) and not asyncio:
-        raise ConfigurationError("an asyncio store needs durable.run_async")
-    if isinstance(kv, SQLAlchemyKeyValueStore) and asyncio:
-        raise ConfigurationError(
-            "a sync store would block the event loop: give durable.run_async an asyncio store"
-        )
-    engine = getattr(kv, "engine", None)
-    scope: object = (
-        id(kv) if engine is None else (str(engine.url), kv.table.key)  # type: ignore[union-attr]
+    return store, DEFAULT_PREFIX
+
+
+def _table_scope(kv: SQLAlchemyKeyValueStore | AsyncSQLAlchemyKeyValueStore) -> object:
+    return (str(kv.engine.url), kv.table.key)
+
+
+def sync_backend(store: object, prefix: str | None) -> SyncBackend:
+    kv, own_prefix = _store_of(store)
+    if isinstance(kv, SQLAlchemyKeyValueStore):
+        return Backend(kv, kv, prefix or own_prefix, _table_scope(kv))
+    if isinstance(kv, MemoryStore):
+        return Backend(kv, None, prefix or own_prefix, id(kv))
+    raise ConfigurationError("an asyncio store needs durable.run_async")
+
+
+def async_backend(store: object, prefix: str | None) -> AsyncBackend:
+    kv, own_prefix = _store_of(store)
+    if isinstance(kv, AsyncSQLAlchemyKeyValueStore):
+        return Backend(kv, kv, prefix or own_prefix, _table_scope(kv))
+    if isinstance(kv, MemoryStore):
+        return Backend(AsyncMemory(kv), None, prefix or own_prefix, id(kv))
+    raise ConfigurationError(
+        "a sync store would block the event loop: give durable.run_async an asyncio store"
     )
-    return Backend(kv, prefix or own_prefix, engine, scope)
 
 
-def store_call(kv: Any, request: Request) -> Any:
-    """The store method that serves ``request`` (its result is awaitable on an asyncio store)."""
+def store_call(backend: SyncBackend | AsyncBackend, request: Request) -> object:
+    """The store call that serves ``request``: its answer, or on an asyncio store the
+    awaitable of it. One mapping for both, checked by mypy against both protocols."""
+    kv = backend.kv
     if isinstance(request, Load):
         return kv.get(request.key)
     if isinstance(request, Save):
-        where = {} if request.tx is None else {"connection": request.tx.connection}
+        if request.tx is not None:  # the checkpoint joins the step's transaction
+            return _in_transaction(backend, request)
         if request.guard is None:
-            return kv.set(request.key, request.text, request.ttl, **where)
+            return kv.set(request.key, request.text, request.ttl)
         guard_key, guard_value = request.guard
         return kv.set_guarded(
-            request.key,
-            request.text,
-            request.ttl,
-            guard_key=guard_key,
-            guard_value=guard_value,
-            **where,
+            request.key, request.text, request.ttl, guard_key=guard_key, guard_value=guard_value
         )
     if isinstance(request, Delete):
         if request.guard is None:
@@ -130,6 +153,22 @@ def store_call(kv: Any, request: Request) -> Any:
     if isinstance(request, DeleteMany):
         return kv.delete_many(request.keys)
     raise TypeError(f"not a store request: {request!r}")
+
+
+def _in_transaction(backend: SyncBackend | AsyncBackend, request: Save) -> object:
+    db, tx = backend.db, request.tx
+    assert db is not None and tx is not None  # Begin refused a store without a database
+    if request.guard is None:
+        return db.set(request.key, request.text, request.ttl, connection=tx.connection)
+    guard_key, guard_value = request.guard
+    return db.set_guarded(
+        request.key,
+        request.text,
+        request.ttl,
+        guard_key=guard_key,
+        guard_value=guard_value,
+        connection=tx.connection,
+    )
 
 
 def in_autocommit(conn: Connection) -> bool:
@@ -198,7 +237,7 @@ def drive(plan: Plan[T], io: SyncIO) -> T:
 
 
 class SyncIO:
-    def __init__(self, backend: Backend, workflow: Workflow | None = None) -> None:
+    def __init__(self, backend: SyncBackend, workflow: Workflow | None = None) -> None:
         self.backend = backend
         self.workflow = workflow
         self._heartbeat: Pending | None = None
@@ -210,7 +249,7 @@ class SyncIO:
             with self._saves:  # steps run from threads: never an older snapshot last
                 if request.seq < self._saved_seq:
                     return True  # a newer snapshot, holding this outcome too, is stored
-                answer = store_call(self.backend.kv, request)
+                answer = store_call(self.backend, request)
                 self._saved_seq = request.seq
                 return answer
         if isinstance(request, Call):
@@ -240,16 +279,15 @@ class SyncIO:
         if isinstance(request, StopHeartbeat):
             self.abandon()
             return None
-        return store_call(self.backend.kv, request)
+        return store_call(self.backend, request)
 
-    def _renew(self, renewal: Renew) -> Any:
-        return store_call(self.backend.kv, renewal)
+    def _renew(self, renewal: Renew) -> object:
+        return store_call(self.backend, renewal)
 
     def _begin(self, session: bool) -> Tx:
-        engine = self.backend.engine
-        if engine is None:
+        if self.backend.db is None:
             raise _no_engine()
-        conn: Connection = engine.connect()
+        conn: Connection = self.backend.db.engine.connect()
         try:
             if in_autocommit(conn):  # the store's own engine, or a caller's in AUTOCOMMIT
                 conn.execution_options(isolation_level=conn.default_isolation_level)
@@ -354,8 +392,14 @@ async def _settle(result: Any) -> Any:
     return await result if inspect.isawaitable(result) else result
 
 
+async def _stored(backend: AsyncBackend, request: Request) -> object:
+    answer = store_call(backend, request)
+    assert inspect.isawaitable(answer)  # every call of an AsyncKeyValue is awaitable
+    return await answer
+
+
 class AsyncIO:
-    def __init__(self, backend: Backend, workflow: Workflow | None = None) -> None:
+    def __init__(self, backend: AsyncBackend, workflow: Workflow | None = None) -> None:
         self.backend = backend
         self.workflow = workflow
         self._heartbeat: AsyncHeartbeat | None = None
@@ -369,7 +413,7 @@ class AsyncIO:
             async with self._saves:  # steps gathered: never an older snapshot last
                 if request.seq < self._saved_seq:
                     return True
-                answer = await _settle(store_call(self.backend.kv, request))
+                answer = await _stored(self.backend, request)
                 self._saved_seq = request.seq
                 return answer
         if isinstance(request, Call):
@@ -394,20 +438,19 @@ class AsyncIO:
             if beat is not None:
                 await beat.stop()
             return None
-        return await _settle(store_call(self.backend.kv, request))
+        return await _stored(self.backend, request)
 
     def abandon(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.abandon()
 
-    async def _renew(self, renewal: Renew) -> Any:
-        return await _settle(store_call(self.backend.kv, renewal))
+    async def _renew(self, renewal: Renew) -> object:
+        return await _stored(self.backend, renewal)
 
     async def _begin(self, session: bool) -> Tx:
-        engine = self.backend.engine
-        if engine is None:
+        if self.backend.db is None:
             raise _no_engine()
-        conn: AsyncConnection = await engine.connect()
+        conn: AsyncConnection = await self.backend.db.engine.connect()
         try:
             sync = conn.sync_connection
             if sync is not None and in_autocommit(sync):

@@ -16,12 +16,11 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from .plan import Lease, Renew
 
-Renewal = Callable[[Renew], Any]
+Renewal = Callable[[Renew], object]
 """Performs one renewal; its answer is truthy if the lease was extended."""
 
 
@@ -124,7 +123,7 @@ heartbeats = Heartbeats()
 class AsyncHeartbeat:
     """The asyncio flavour: a timer handle on the loop, a task only once a renewal is due."""
 
-    def __init__(self, renew: Callable[[Renew], Any], lease: Lease) -> None:
+    def __init__(self, renew: Callable[[Renew], Awaitable[object]], lease: Lease) -> None:
         self._renew = renew
         self._lease = lease
         self._task: asyncio.Task[None] | None = None

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from ..errors import CorruptStateError, InvalidInputError
 from ..validation import check_pattern
 from ..wire.documents import LOCK_PREFIX, decode_state, idempotency_key_of, now_iso, to_json
-from .drivers import AsyncIO, SyncIO, adrive, backend_for, drive
+from .drivers import AsyncIO, SyncIO, adrive, async_backend, drive, sync_backend
 from .plan import Delete, DeleteMany, Keys, Load, LoadMany, Plan, Save
 from .run_states import RunState, state_of
 
@@ -140,12 +140,12 @@ def _retry_step(prefix: str, workflow_id: str, step_key: str | None) -> Plan[lis
 
 
 def _sync(store: object, prefix: str | None) -> tuple[str, SyncIO]:
-    backend = backend_for(store, prefix, asyncio=False)
+    backend = sync_backend(store, prefix)
     return backend.prefix, SyncIO(backend)
 
 
 def _async(store: object, prefix: str | None) -> tuple[str, AsyncIO]:
-    backend = backend_for(store, prefix, asyncio=True)
+    backend = async_backend(store, prefix)
     return backend.prefix, AsyncIO(backend)
 
 
