@@ -30,6 +30,27 @@ class Tx:
     session: bool = False
 
 
+@dataclass(frozen=True)
+class With:
+    """A plain step with options: ``yield With("key", fn, retry=Retry(3))``."""
+
+    key: str
+    fn: Callable[[], Any]
+    options: dict[str, Any]
+
+    def __init__(self, key: str, fn: Callable[[], Any], **options: Any) -> None:
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "fn", fn)
+        object.__setattr__(self, "options", options)
+
+
+@dataclass(frozen=True)
+class Sleep:
+    key: str
+    duration: Any
+    name: str | None = None
+
+
 def workflow(body: Body, flavour: str) -> Callable[..., Any]:
     def sync(step: Any, deps: Any) -> Any:
         steps = body(deps)
@@ -41,6 +62,10 @@ def workflow(body: Body, flavour: str) -> Callable[..., Any]:
                 return done.value
             if isinstance(item, Tx):
                 sent = step.transaction(item.fn, key=item.key, session=item.session)
+            elif isinstance(item, With):
+                sent = step(item.fn, key=item.key, **item.options)
+            elif isinstance(item, Sleep):
+                sent = step.sleep(item.duration, key=item.key, name=item.name)
             else:
                 key, fn = item
                 sent = step(fn, key=key)
@@ -57,6 +82,10 @@ def workflow(body: Body, flavour: str) -> Callable[..., Any]:
                 sent = await step.transaction(
                     _awaitable(item.fn), key=item.key, session=item.session
                 )
+            elif isinstance(item, With):
+                sent = await step(item.fn, key=item.key, **item.options)
+            elif isinstance(item, Sleep):
+                sent = await step.sleep(item.duration, key=item.key, name=item.name)
             else:
                 key, fn = item
                 sent = await step(fn, key=key)

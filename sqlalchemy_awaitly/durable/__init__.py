@@ -13,6 +13,7 @@
 
 from ..wire.documents import LOCK_PREFIX
 from .api import DEFAULT_LEASE_TTL, run, run_async
+from .clock import Clock, SystemClock
 from .drivers import AsyncStep, Step
 from .errors import DuplicateStepKeyError, DurableUsageError, UnsupportedValueError
 from .helpers import (
@@ -48,11 +49,13 @@ from .results import (
     UnexpectedError,
     VersionMismatch,
 )
+from .retry import Retry
 
 __all__ = [
     "DEFAULT_LEASE_TTL",
     "LOCK_PREFIX",
     "AsyncStep",
+    "Clock",
     "ConcurrentExecution",
     "CorruptState",
     "DeleteReport",
@@ -69,9 +72,11 @@ __all__ = [
     "PersistenceFailed",
     "ReplayedException",
     "Result",
+    "Retry",
     "RunState",
     "RunnerError",
     "Step",
+    "SystemClock",
     "UnexpectedError",
     "UnsupportedValueError",
     "VersionMismatch",

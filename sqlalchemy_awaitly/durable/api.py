@@ -10,6 +10,7 @@ from typing import Any
 from ..errors import InvalidInputError
 from ..validation import check_key, check_pattern
 from ..wire.documents import LOCK_PREFIX, idempotency_key_of
+from .clock import SYSTEM_CLOCK, Clock
 from .drivers import (
     AsyncBackend,
     AsyncIO,
@@ -49,6 +50,7 @@ def run(
     on_event: EventHook | None = None,
     prefix: str | None = None,
     lock_prefix: str = LOCK_PREFIX,
+    clock: Clock | None = None,
 ) -> Result[Any, Any]:
     """Run ``workflow(step, deps)`` durably under ``id``; see docs/durable.md.
 
@@ -81,6 +83,7 @@ async def run_async(
     on_event: EventHook | None = None,
     prefix: str | None = None,
     lock_prefix: str = LOCK_PREFIX,
+    clock: Clock | None = None,
 ) -> Result[Any, Any]:
     """The asyncio :func:`run`: ``async def workflow(step, deps)`` awaits its steps."""
     backend = async_backend(store, prefix)
@@ -144,4 +147,5 @@ def _options(backend: SyncBackend | AsyncBackend, deps: Any, given: dict[str, An
         input=given["input"],
         retention=_seconds(given["retention"], "retention"),
         on_event=given["on_event"],
+        clock=SYSTEM_CLOCK if given["clock"] is None else given["clock"],
     )

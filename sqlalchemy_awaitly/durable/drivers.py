@@ -14,6 +14,7 @@ import inspect
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy.engine import Connection
@@ -39,6 +40,7 @@ from .plan import (
     Keys,
     Load,
     LoadMany,
+    Pause,
     Plan,
     Release,
     Renew,
@@ -48,10 +50,12 @@ from .plan import (
     Save,
     StartHeartbeat,
     StepExit,
+    StepSpec,
     StopHeartbeat,
     Touch,
     step_plan,
 )
+from .retry import Retry
 from .storage import AsyncKeyValue, AsyncMemory, AsyncTransactional, KeyValue, Transactional
 
 T = TypeVar("T")
@@ -252,6 +256,9 @@ class SyncIO:
                 answer = store_call(self.backend, request)
                 self._saved_seq = request.seq
                 return answer
+        if isinstance(request, Pause):
+            request.clock.sleep(request.seconds)
+            return None
         if isinstance(request, Call):
             result = request.fn(*request.args)
             if inspect.isawaitable(result):
@@ -354,14 +361,38 @@ class Step:
     def workflow_id(self) -> str:
         return self._state.options.workflow_id
 
-    def __call__(self, fn: Callable[[], Any], *, key: str) -> Any:
-        """Run ``fn`` once under ``key``; on a rerun return its stored outcome instead."""
-        return drive(step_plan(self._state, fn, key, None), self._io)
+    def __call__(
+        self,
+        fn: Callable[[], Any],
+        *,
+        key: str,
+        name: str | None = None,
+        retry: Retry | int | None = None,
+    ) -> Any:
+        """Run ``fn`` once under ``key``; on a rerun return its stored outcome instead.
 
-    def transaction(self, fn: Callable[[Any], Any], *, key: str, session: bool = False) -> Any:
+        ``retry``: try it again after a failure (``Retry(attempts, ...)``, or the
+        number of attempts); only the last attempt's outcome is recorded.
+        """
+        return drive(step_plan(self._state, StepSpec(key, fn, None, name, retry)), self._io)
+
+    def transaction(
+        self,
+        fn: Callable[[Any], Any],
+        *,
+        key: str,
+        session: bool = False,
+        name: str | None = None,
+    ) -> Any:
         """Run ``fn(connection)`` (``fn(session)`` with ``session=True``) in a transaction
         that also writes this step's checkpoint: both commit, or neither does."""
-        return drive(step_plan(self._state, fn, key, session), self._io)
+        return drive(step_plan(self._state, StepSpec(key, fn, session, name)), self._io)
+
+    def sleep(self, duration: float | timedelta, *, key: str, name: str | None = None) -> None:
+        """Wait ``duration`` (seconds or a ``timedelta``) as a step: a rerun after it
+        ended does not wait again."""
+        spec = StepSpec(key, None, None, name, pause=duration)
+        drive(step_plan(self._state, spec), self._io)
 
 
 # --- asyncio ----------------------------------------------------------------
@@ -416,6 +447,9 @@ class AsyncIO:
                 answer = await _stored(self.backend, request)
                 self._saved_seq = request.seq
                 return answer
+        if isinstance(request, Pause):
+            await request.clock.asleep(request.seconds)
+            return None
         if isinstance(request, Call):
             return await _settle(request.fn(*request.args))
         if isinstance(request, Begin):
@@ -510,12 +544,33 @@ class AsyncStep:
     def workflow_id(self) -> str:
         return self._state.options.workflow_id
 
-    async def __call__(self, fn: Callable[[], Any | Awaitable[Any]], *, key: str) -> Any:
-        return await adrive(step_plan(self._state, fn, key, None), self._io)
+    async def __call__(
+        self,
+        fn: Callable[[], Any | Awaitable[Any]],
+        *,
+        key: str,
+        name: str | None = None,
+        retry: Retry | int | None = None,
+    ) -> Any:
+        spec = StepSpec(key, fn, None, name, retry)
+        return await adrive(step_plan(self._state, spec), self._io)
 
     async def transaction(
-        self, fn: Callable[[Any], Awaitable[Any]], *, key: str, session: bool = False
+        self,
+        fn: Callable[[Any], Awaitable[Any]],
+        *,
+        key: str,
+        session: bool = False,
+        name: str | None = None,
     ) -> Any:
         """``await fn(connection)`` (an ``AsyncConnection``, or ``AsyncSession`` with
         ``session=True``) in a transaction that also writes this step's checkpoint."""
-        return await adrive(step_plan(self._state, fn, key, session), self._io)
+        spec = StepSpec(key, fn, session, name)
+        return await adrive(step_plan(self._state, spec), self._io)
+
+    async def sleep(
+        self, duration: float | timedelta, *, key: str, name: str | None = None
+    ) -> None:
+        """Wait ``duration`` without blocking the loop, as a step (see :meth:`Step.sleep`)."""
+        spec = StepSpec(key, None, None, name, pause=duration)
+        await adrive(step_plan(self._state, spec), self._io)

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import threading
 import time
 import uuid
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, TypeVar
 
-from ..errors import CorruptStateError, OutcomeUnknownError
+from ..errors import CorruptStateError, InvalidInputError, OutcomeUnknownError
 from ..wire import json_text
 from ..wire.documents import (
     EncodedSteps,
@@ -33,6 +34,7 @@ from ..wire.documents import (
     version_of,
     workflow_snapshot,
 )
+from .clock import SYSTEM_CLOCK, Clock
 from .errors import DuplicateStepKeyError, DurableUsageError
 from .results import (
     ConcurrentExecution,
@@ -46,8 +48,10 @@ from .results import (
     UnexpectedError,
     VersionMismatch,
 )
+from .retry import Retry
 from .values import (
     check_json,
+    nothing_outcome,
     raised_failure,
     replay,
     returned_failure,
@@ -145,6 +149,14 @@ class Call:
 
 
 @dataclass(frozen=True)
+class Pause:
+    """Wait ``seconds`` on the run's clock: between a step's attempts, or ``step.sleep``."""
+
+    seconds: float
+    clock: Clock
+
+
+@dataclass(frozen=True)
 class Begin:
     """Open a transaction on the store's engine; ``session``: hand the step a Session."""
 
@@ -191,6 +203,7 @@ Request = (
     | LoadMany
     | DeleteMany
     | Call
+    | Pause
     | Begin
     | Flush
     | Finish
@@ -229,6 +242,8 @@ class DurableEvent:
         "step_success",
         "step_error",
         "step_skipped",
+        "step_retry",
+        "step_retries_exhausted",
         "persist_success",
         "persist_error",
     ]
@@ -236,6 +251,15 @@ class DurableEvent:
     step_key: str
     at: datetime
     error: BaseException | None = None
+    step_name: str = ""
+    """The step's ``name=``, else its key."""
+    attempt: int | None = None
+    """``step_retry``: the attempt about to start; ``step_retries_exhausted``: attempts made."""
+    max_attempts: int | None = None
+    delay: float | None = None
+    """``step_retry``: the seconds waited before the attempt."""
+    failure: Any = None
+    """Retry events: the failed attempt's error (the exception, or the ``Err``'s error)."""
 
 
 @dataclass(frozen=True)
@@ -255,6 +279,7 @@ class RunOptions:
     input: Any = None
     retention: float | None = None
     on_event: Callable[[DurableEvent], Any] | None = None
+    clock: Clock = SYSTEM_CLOCK
 
     @property
     def state_key(self) -> str:
@@ -367,12 +392,14 @@ class RunState:
         o = self.options
         return {**self.stored_metadata, **o.metadata, "version": o.version}
 
-    def emit(self, type_: Any, key: str, error: BaseException | None = None) -> None:
+    def emit(self, type_: Any, key: str, error: BaseException | None = None, **more: Any) -> None:
         hook = self.options.on_event
         if hook is None:
             return
+        more.setdefault("step_name", key)
         try:
-            answer = hook(DurableEvent(type_, self.options.workflow_id, key, _utcnow(), error))
+            event = DurableEvent(type_, self.options.workflow_id, key, _utcnow(), error, **more)
+            answer = hook(event)
         except Exception:
             log.exception("on_event hook failed; the run goes on")
             return
@@ -608,16 +635,65 @@ def _ended(o: RunOptions, state: RunState, result: Result[Any, Any]) -> Plan[Res
     return result
 
 
-def step_plan(state: RunState, fn: Callable[..., Any], key: str, session: bool | None) -> Plan[Any]:
-    """One step: replay it if stored, else run it and record its outcome.
+@dataclass(frozen=True)
+class StepSpec:
+    """One step as the workflow asked for it.
 
     ``session`` None: a plain step. Else a transactional one, handed a
     Connection (False) or Session (True) whose transaction also writes the
     checkpoint, so its database writes and its record commit together.
+    ``pause``: a ``step.sleep``, which waits that many seconds instead of calling.
     """
+
+    key: str
+    fn: Callable[..., Any] | None
+    session: bool | None = None
+    name: str | None = None
+    retry: Retry | int | None = None
+    pause: float | timedelta | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.key
+
+    def checked(self) -> StepSpec:
+        """This step with its options checked: ``retry=3`` is ``Retry(3)``, a pause in
+        seconds; what is wrong raises (the caller makes it the run's usage error)."""
+        if not isinstance(self.key, str) or not self.key:
+            raise DurableUsageError(f"a step key must be a non-empty str, got {self.key!r}")
+        if self.name is not None and (not isinstance(self.name, str) or not self.name):
+            raise DurableUsageError(f"a step name must be a non-empty str, got {self.name!r}")
+        retry = self.retry
+        try:
+            if isinstance(retry, int) and not isinstance(retry, bool):
+                retry = Retry(retry)
+            elif retry is not None and not isinstance(retry, Retry):
+                raise TypeError(f"retry must be a Retry or an int, got {type(retry).__name__}")
+            pause = None if self.pause is None else _pause_seconds(self.pause)
+        except (TypeError, ValueError) as e:
+            raise DurableUsageError(f"step {self.key!r}: {e}") from e
+        if retry is self.retry and pause is None:
+            return self  # a plain step: nothing to convert
+        return replace(self, retry=retry, pause=pause)
+
+
+def _pause_seconds(value: object) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"a sleep is seconds or a timedelta, got {type(value).__name__}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise InvalidInputError(f"a sleep must be finite and not negative, got {value!r}")
+    return float(seconds)
+
+
+def step_plan(state: RunState, spec: StepSpec) -> Plan[Any]:
+    """One step: replay it if stored, else run it and record its outcome."""
     o = state.options
-    if not isinstance(key, str) or not key:
-        raise _usage(state, DurableUsageError(f"a step key must be a non-empty str, got {key!r}"))
+    try:
+        spec = spec.checked()
+    except DurableUsageError as e:
+        raise _usage(state, e) from None
+    key = spec.key
     if key in state.seen:
         raise _usage(
             state,
@@ -633,45 +709,56 @@ def step_plan(state: RunState, fn: Callable[..., Any], key: str, session: bool |
         raise StepExit(state.stop)
     if state.lease is not None and state.lease.gone():
         raise state.end(Err(LeaseExpired(o.workflow_id)))
+    name = spec.label
     if key in state.stored:
-        state.emit("step_skipped", key)
+        state.emit("step_skipped", key, step_name=name)
         answer = replay(state.steps[key])
         if isinstance(answer, Err):
             raise state.end(answer)
         return json_text.copy_of(answer)
     recorded = False
     try:
-        result = yield from _run_and_record(state, fn, key, session)
+        result = yield from _run_and_record(state, spec)
         recorded = True
     finally:
         if not recorded:  # interrupted before its record: the step may be run again
             state.seen.discard(key)
     state.has_row = True
-    state.emit("persist_success", key)
+    state.emit("persist_success", key, step_name=name)
     if isinstance(result, Err):
-        state.emit("step_error", key, result.cause if isinstance(result.cause, Exception) else None)
+        cause = result.cause if isinstance(result.cause, Exception) else None
+        state.emit("step_error", key, cause, step_name=name)
         raise state.end(result)
-    state.emit("step_success", key)
+    state.emit("step_success", key, step_name=name)
     return result.value
 
 
-def _run_and_record(
-    state: RunState, fn: Callable[..., Any], key: str, session: bool | None
-) -> Plan[Result[Any, Any]]:
+_NOTHING = object()  # what a sleep "returns": stored as awaitly's ok(undefined)
+
+
+def _run_and_record(state: RunState, spec: StepSpec) -> Plan[Result[Any, Any]]:
     o = state.options
-    state.emit("step_start", key)
+    key, name = spec.key, spec.label
+    state.emit("step_start", key, step_name=name)
     tx = None
-    if session is not None:
+    if spec.session is not None:
         try:
-            tx = yield Begin(session)
+            tx = yield Begin(spec.session)
         except DurableUsageError as e:
             raise _usage(state, e) from None
         except Exception as e:
-            state.emit("persist_error", key, e)
+            state.emit("persist_error", key, e, step_name=name)
             raise state.end(Err(PersistenceFailed(o.workflow_id, "save", e))) from None
     try:
         try:
-            raw = yield Call(fn, () if tx is None else (tx.resource,))
+            if spec.pause is not None:
+                assert isinstance(spec.pause, float)  # checked() made it seconds
+                yield Pause(spec.pause, o.clock)
+                raw: Any = _NOTHING
+            else:
+                assert spec.fn is not None
+                args = () if tx is None else (tx.resource,)
+                raw = yield from _attempts(state, spec, args)
             if tx is not None and not isinstance(raw, Err):
                 yield Flush(tx)
         except DurableUsageError as e:
@@ -700,7 +787,7 @@ def _run_and_record(
                 saved = yield Save(o.state_key, text, None, None, state.guard, seq)
         except Exception as e:
             state.forget(key)
-            state.emit("persist_error", key, e)
+            state.emit("persist_error", key, e, step_name=name)
             raise state.end(Err(PersistenceFailed(o.workflow_id, "save", e))) from None
         if saved is not False and seq > state.saved_seq:
             state.saved_text, state.saved_seq = text, seq
@@ -713,6 +800,70 @@ def _run_and_record(
         if tx is not None:  # rolled back: raised past us, or the lease was lost
             yield Finish(tx, False)
     return result
+
+
+def _attempts(state: RunState, spec: StepSpec, args: tuple[Any, ...]) -> Plan[Any]:
+    """Call the step's function, again after a failure while its retry policy allows;
+    the last attempt's answer, or its exception. Only that outcome is recorded."""
+    assert spec.fn is not None
+    attempt = 1
+    while True:
+        try:
+            raw = yield Call(spec.fn, args)
+        except DurableUsageError:
+            raise
+        except Exception as e:
+            if not (yield from _retrying(state, spec, attempt, e, e)):
+                raise e
+        else:
+            if not isinstance(raw, Err):
+                return raw
+            if not (yield from _retrying(state, spec, attempt, raw.error, None)):
+                return raw
+        attempt += 1
+        if state.lease is not None and state.lease.gone():  # lost while waiting
+            raise state.end(Err(LeaseExpired(state.options.workflow_id)))
+
+
+def _retrying(
+    state: RunState, spec: StepSpec, attempt: int, failure: Any, exc: Exception | None
+) -> Plan[bool]:
+    """After failed ``attempt``: wait and say True if another is due (awaitly's order:
+    ``should_retry``, the ``step_retry`` event, ``on_retry``, the wait)."""
+    retry = spec.retry
+    if retry is None:
+        return False
+    assert isinstance(retry, Retry)  # checked() made it one
+    name = spec.label
+    if attempt < retry.attempts and (
+        retry.should_retry is None or bool((yield Call(retry.should_retry, (failure, attempt))))
+    ):
+        delay = retry.delay(attempt, state.options.clock.random())
+        state.emit(
+            "step_retry",
+            spec.key,
+            exc,
+            step_name=name,
+            attempt=attempt + 1,
+            max_attempts=retry.attempts,
+            delay=delay,
+            failure=failure,
+        )
+        if retry.on_retry is not None:
+            yield Call(retry.on_retry, (failure, attempt, delay))
+        yield Pause(delay, state.options.clock)
+        return True
+    if retry.attempts > 1:
+        state.emit(
+            "step_retries_exhausted",
+            spec.key,
+            exc,
+            step_name=name,
+            attempt=attempt,
+            max_attempts=retry.attempts,
+            failure=failure,
+        )
+    return False
 
 
 # --- lost replies -------------------------------------------------------------
@@ -776,6 +927,8 @@ def commit(tx: Any, key: str, text: str) -> Plan[None]:
 
 
 def _outcome_of(state: RunState, key: str, raw: Any) -> tuple[dict[str, Any], Result[Any, Any]]:
+    if raw is _NOTHING:
+        return nothing_outcome(), Ok(None)
     try:
         if isinstance(raw, Err):
             check_json(raw.error, f"the error value of step {key!r}")

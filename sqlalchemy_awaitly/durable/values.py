@@ -106,6 +106,11 @@ def success_outcome(value: Any) -> dict[str, Any]:
     return {"ok": True, "value": value}
 
 
+def nothing_outcome() -> dict[str, Any]:
+    """A step with no value by nature (a sleep): as awaitly stores ``ok(undefined)``."""
+    return {"ok": True}
+
+
 def returned_failure(err: Err[Any]) -> dict[str, Any]:
     """A step that returned ``Err(error, cause)``: ``meta.origin`` is ``result``."""
     return {

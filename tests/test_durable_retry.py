@@ -1,0 +1,271 @@
+"""``retry=`` and ``step.sleep``: awaitly 1.35's arithmetic, events and stored outcomes.
+
+Every run gets a clock that records each wait and returns at once, with a
+fixed random source: no test sleeps through a backoff.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from durable_harness import Env, Sleep, With
+
+from sqlalchemy_awaitly import InvalidInputError
+from sqlalchemy_awaitly.durable import DurableEvent, DurableUsageError, Err, Ok, Retry
+
+
+class FakeClock:
+    """Waits by writing down how long; ``random()`` is fixed."""
+
+    def __init__(self, random: float = 0.0) -> None:
+        self.waits: list[float] = []
+        self._random = random
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+    def random(self) -> float:
+        return self._random
+
+
+class Flaky:
+    """Fails (raising, or returning ``Err``) until its ``succeed_on``-th call."""
+
+    def __init__(self, succeed_on: int | None, *, returns_err: bool = False) -> None:
+        self.calls = 0
+        self.succeed_on = succeed_on
+        self.returns_err = returns_err
+
+    def __call__(self) -> Any:
+        self.calls += 1
+        if self.succeed_on is not None and self.calls >= self.succeed_on:
+            return f"done@{self.calls}"
+        if self.returns_err:
+            return Err({"type": "BOOM", "n": self.calls})
+        raise ConnectionError(f"try {self.calls}")
+
+
+def stop() -> Any:
+    return Err("STOP")  # a later failing step keeps the run's row to look at
+
+
+def stored(env: Env, workflow_id: str) -> dict[str, Any]:
+    raw = env.row(workflow_id)
+    assert raw is not None
+    return dict(json.loads(raw)["steps"])
+
+
+# --- the arithmetic ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("backoff", "expected_ms"),
+    [
+        ("fixed", [100, 100, 100, 100, 100]),
+        ("linear", [100, 200, 300, 400, 500]),
+        ("exponential", [100, 200, 400, 800, 1000]),
+    ],
+)
+def test_delays_are_awaitly_s_without_jitter(backoff: Any, expected_ms: list[int]) -> None:
+    # awaitly 1.35 measured: initialDelay 100 ms, maxDelay 1000 ms, jitter off.
+    policy = Retry(6, backoff=backoff, initial_delay=0.1, max_delay=1.0, jitter=False)
+    assert [round(policy.delay(n, 0.99) * 1000) for n in range(1, 6)] == expected_ms
+
+
+def test_jitter_comes_after_the_cap_and_is_floored_to_milliseconds() -> None:
+    policy = Retry(6, initial_delay=0.1, max_delay=1.0)
+    # awaitly measured 1162 ms for attempt 5 (1600 capped to 1000, then jitter).
+    assert policy.delay(5, 0.648) == 1.162
+    assert policy.delay(1, 0.0) == 0.1 and policy.delay(1, 0.9999) == 0.124
+    assert policy.delay(2000, 0.5) == 1.125  # huge attempt numbers do not overflow
+
+
+def test_defaults_and_timedelta_are_awaitly_s() -> None:
+    policy = Retry(3)
+    assert (policy.backoff, policy.initial_delay, policy.max_delay, policy.jitter) == (
+        "exponential",
+        0.1,
+        30.0,
+        True,
+    )
+    assert Retry(2, initial_delay=timedelta(milliseconds=250), jitter=False).delay(1, 0) == 0.25
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"attempts": 0}, InvalidInputError),
+        ({"attempts": True}, TypeError),
+        ({"attempts": 2, "backoff": "random"}, InvalidInputError),
+        ({"attempts": 2, "initial_delay": -1}, InvalidInputError),
+        ({"attempts": 2, "max_delay": float("inf")}, InvalidInputError),
+        ({"attempts": 2, "jitter": 1}, TypeError),
+        ({"attempts": 2, "should_retry": "yes"}, TypeError),
+    ],
+)
+def test_a_bad_policy_is_refused_where_it_is_written(options: Any, error: type) -> None:
+    with pytest.raises(error):
+        Retry(**options)
+
+
+# --- in a run ---------------------------------------------------------------------------
+
+
+def test_a_flaky_step_is_retried_and_only_its_last_outcome_is_stored(durable_env: Env) -> None:
+    clock = FakeClock()
+    flaky = Flaky(3)
+    events: list[DurableEvent] = []
+
+    def body(deps: Any) -> Any:
+        yield With("flaky", flaky, retry=Retry(3, jitter=False), name="Flaky call")
+        yield "stop", stop
+
+    result = durable_env.run(body, id="wf-retry", clock=clock, on_event=events.append)
+    assert result == Err("STOP")
+    assert flaky.calls == 3 and clock.waits == [0.1, 0.2]
+    assert stored(durable_env, "wf-retry")["flaky"] == {"ok": True, "value": "done@3"}
+    retries = [e for e in events if e.type == "step_retry"]
+    assert [(e.attempt, e.max_attempts, e.delay, e.step_name) for e in retries] == [
+        (2, 3, 0.1, "Flaky call"),
+        (3, 3, 0.2, "Flaky call"),
+    ]
+    assert isinstance(retries[0].error, ConnectionError) and retries[0].failure is retries[0].error
+    assert not [e for e in events if e.type == "step_retries_exhausted"]
+
+
+def test_retries_exhausted_store_the_last_error_as_a_plain_failure(durable_env: Env) -> None:
+    clock = FakeClock(random=0.5)
+    returns = Flaky(None, returns_err=True)
+    events: list[DurableEvent] = []
+
+    def body(deps: Any) -> Any:
+        yield With("fail", returns, retry=3)
+
+    result = durable_env.run(body, id="wf-exhausted", clock=clock, on_event=events.append)
+    assert result == Err({"type": "BOOM", "n": 3})
+    assert returns.calls == 3
+    assert clock.waits == [0.112, 0.225]  # 100 and 200 ms, each with a quarter of 0.5 on top
+    entry = stored(durable_env, "wf-exhausted")["fail"]
+    assert entry["error"] == {"type": "BOOM", "n": 3} and entry["meta"] == {"origin": "result"}
+    kinds = [e.type for e in events if e.step_key == "fail"]
+    assert kinds == [
+        "step_start",
+        "step_retry",
+        "step_retry",
+        "step_retries_exhausted",
+        "persist_success",
+        "step_error",
+    ]
+    exhausted = next(e for e in events if e.type == "step_retries_exhausted")
+    assert (exhausted.attempt, exhausted.max_attempts) == (3, 3)
+    assert exhausted.failure == {"type": "BOOM", "n": 3}
+
+
+def test_a_step_that_keeps_raising_ends_as_one_that_raised_once(durable_env: Env) -> None:
+    raising = Flaky(None)
+
+    def body(deps: Any) -> Any:
+        yield With("raises", raising, retry=Retry(2, jitter=False))
+
+    result = durable_env.run(body, id="wf-raises", clock=FakeClock())
+    assert isinstance(result, Err) and result.error.type == "UNEXPECTED_ERROR"
+    assert "try 2" in result.error.message
+    entry = stored(durable_env, "wf-raises")["raises"]
+    assert entry["error"]["_tag"] == "UnexpectedError" and entry["meta"] == {"origin": "throw"}
+    assert entry["cause"]["name"] == "ConnectionError" and entry["cause"]["message"] == "try 2"
+
+
+def test_should_retry_and_on_retry_see_the_failed_attempt(durable_env: Env) -> None:
+    seen: list[tuple[str, Any, int, float | None]] = []
+
+    def should_retry(error: Any, attempt: int) -> bool:
+        seen.append(("should", error, attempt, None))
+        return attempt < 2
+
+    def on_retry(error: Any, attempt: int, delay: float) -> None:
+        seen.append(("on", error, attempt, delay))
+
+    policy = Retry(5, jitter=False, should_retry=should_retry, on_retry=on_retry)
+    fails = Flaky(None, returns_err=True)
+    events: list[DurableEvent] = []
+
+    def body(deps: Any) -> Any:
+        yield With("hooked", fails, retry=policy)
+
+    result = durable_env.run(body, id="wf-hooks", clock=FakeClock(), on_event=events.append)
+    assert result == Err({"type": "BOOM", "n": 2})
+    assert seen == [
+        ("should", {"type": "BOOM", "n": 1}, 1, None),
+        ("on", {"type": "BOOM", "n": 1}, 1, 0.1),
+        ("should", {"type": "BOOM", "n": 2}, 2, None),
+    ]
+    exhausted = [e for e in events if e.type == "step_retries_exhausted"]
+    assert [(e.attempt, e.max_attempts) for e in exhausted] == [(2, 5)]
+
+
+def test_a_stored_failure_is_replayed_not_retried(durable_env: Env) -> None:
+    fails = Flaky(None, returns_err=True)
+
+    def body(deps: Any) -> Any:
+        yield With("once", fails, retry=Retry(2, jitter=False))
+
+    clock = FakeClock()
+    assert durable_env.run(body, id="wf-replay", clock=clock) == Err({"type": "BOOM", "n": 2})
+    again = FakeClock()
+    assert durable_env.run(body, id="wf-replay", clock=again) == Err({"type": "BOOM", "n": 2})
+    assert fails.calls == 2 and again.waits == []
+
+
+def test_a_bad_retry_option_is_a_usage_error_of_the_run(durable_env: Env) -> None:
+    def body(deps: Any) -> Any:
+        yield With("bad", lambda: 1, retry="twice")
+
+    with pytest.raises(DurableUsageError, match="retry must be a Retry or an int"):
+        durable_env.run(body, id="wf-bad-retry", clock=FakeClock())
+
+
+# --- step.sleep -------------------------------------------------------------------------
+
+
+def test_a_sleep_is_a_step_stored_as_awaitly_stores_it(durable_env: Env) -> None:
+    clock = FakeClock()
+    events: list[DurableEvent] = []
+    after = Flaky(None, returns_err=True)
+
+    def body(deps: Any) -> Any:
+        yield Sleep("nap", 5, name="Nap")
+        yield Sleep("short", timedelta(milliseconds=1500))
+        yield "after", after
+
+    assert not durable_env.run(body, id="wf-sleep", clock=clock, on_event=events.append).ok
+    assert clock.waits == [5.0, 1.5]
+    steps = stored(durable_env, "wf-sleep")
+    assert steps["nap"] == {"ok": True} and steps["short"] == {"ok": True}
+    assert [e.step_name for e in events if e.type == "step_start"] == ["Nap", "short", "after"]
+    # Resumed after the sleeps ended: they are not slept again.
+    again = FakeClock()
+    durable_env.run(body, id="wf-sleep", clock=again)
+    assert again.waits == []
+
+
+@pytest.mark.parametrize("duration", [-1, float("nan"), "5s", True])
+def test_a_bad_sleep_is_a_usage_error_of_the_run(durable_env: Env, duration: Any) -> None:
+    def body(deps: Any) -> Any:
+        yield Sleep("nap", duration)
+
+    with pytest.raises(DurableUsageError, match="sleep"):
+        durable_env.run(body, id="wf-bad-sleep", clock=FakeClock())
+
+
+def test_the_result_of_a_run_with_retries_is_the_value(durable_env: Env) -> None:
+    def body(deps: Any) -> Any:
+        value = yield With("flaky", Flaky(2), retry=2)
+        return value
+
+    assert durable_env.run(body, id="wf-value", clock=FakeClock()) == Ok("done@2")
