@@ -392,13 +392,21 @@ class RunState:
         o = self.options
         return {**self.stored_metadata, **o.metadata, "version": o.version}
 
-    def emit(self, type_: Any, key: str, error: BaseException | None = None, **more: Any) -> None:
+    def emit(
+        self,
+        type_: Any,
+        key: str,
+        error: BaseException | None = None,
+        step_name: str = "",
+        **more: Any,
+    ) -> None:
         hook = self.options.on_event
         if hook is None:
             return
-        more.setdefault("step_name", key)
+        name = step_name or key
         try:
-            event = DurableEvent(type_, self.options.workflow_id, key, _utcnow(), error, **more)
+            at = _utcnow()
+            event = DurableEvent(type_, self.options.workflow_id, key, at, error, name, **more)
             answer = hook(event)
         except Exception:
             log.exception("on_event hook failed; the run goes on")
@@ -635,7 +643,7 @@ def _ended(o: RunOptions, state: RunState, result: Result[Any, Any]) -> Plan[Res
     return result
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StepSpec:
     """One step as the workflow asked for it.
 
@@ -659,6 +667,9 @@ class StepSpec:
     def checked(self) -> StepSpec:
         """This step with its options checked: ``retry=3`` is ``Retry(3)``, a pause in
         seconds; what is wrong raises (the caller makes it the run's usage error)."""
+        plain = self.retry is None and self.pause is None and self.name is None
+        if plain and type(self.key) is str and self.key:
+            return self  # a plain step, as most are
         if not isinstance(self.key, str) or not self.key:
             raise DurableUsageError(f"a step key must be a non-empty str, got {self.key!r}")
         if self.name is not None and (not isinstance(self.name, str) or not self.name):
@@ -758,7 +769,10 @@ def _run_and_record(state: RunState, spec: StepSpec) -> Plan[Result[Any, Any]]:
             else:
                 assert spec.fn is not None
                 args = () if tx is None else (tx.resource,)
-                raw = yield from _attempts(state, spec, args)
+                if spec.retry is None:
+                    raw = yield Call(spec.fn, args)
+                else:
+                    raw = yield from _attempts(state, spec, args)
             if tx is not None and not isinstance(raw, Err):
                 yield Flush(tx)
         except DurableUsageError as e:
