@@ -32,16 +32,23 @@ class Tx:
 
 @dataclass(frozen=True)
 class With:
-    """A plain step with options: ``yield With("key", fn, retry=Retry(3))``."""
+    """A step with options, through ``step`` or one of its forms (``form="try_"``):
+    ``yield With("key", fn, retry=Retry(3))``."""
 
     key: str
     fn: Callable[[], Any]
     options: dict[str, Any]
+    form: str
 
-    def __init__(self, key: str, fn: Callable[[], Any], **options: Any) -> None:
+    def __init__(self, key: str, fn: Callable[[], Any], form: str = "", **options: Any) -> None:
         object.__setattr__(self, "key", key)
         object.__setattr__(self, "fn", fn)
         object.__setattr__(self, "options", options)
+        object.__setattr__(self, "form", form)
+
+    def on(self, step: Any) -> Any:
+        call = getattr(step, self.form) if self.form else step
+        return call(self.fn, key=self.key, **self.options)
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ def workflow(body: Body, flavour: str) -> Callable[..., Any]:
             if isinstance(item, Tx):
                 sent = step.transaction(item.fn, key=item.key, session=item.session)
             elif isinstance(item, With):
-                sent = step(item.fn, key=item.key, **item.options)
+                sent = item.on(step)
             elif isinstance(item, Sleep):
                 sent = step.sleep(item.duration, key=item.key, name=item.name)
             else:
@@ -83,7 +90,7 @@ def workflow(body: Body, flavour: str) -> Callable[..., Any]:
                     _awaitable(item.fn), key=item.key, session=item.session
                 )
             elif isinstance(item, With):
-                sent = await step(item.fn, key=item.key, **item.options)
+                sent = await item.on(step)
             elif isinstance(item, Sleep):
                 sent = await step.sleep(item.duration, key=item.key, name=item.name)
             else:

@@ -269,3 +269,99 @@ def test_the_result_of_a_run_with_retries_is_the_value(durable_env: Env) -> None
         return value
 
     assert durable_env.run(body, id="wf-value", clock=FakeClock()) == Ok("done@2")
+
+
+# --- step.try_, from_result, from_nullable -----------------------------------------------
+
+
+def parse(text: str) -> Any:
+    return json.loads(text)
+
+
+def test_try_types_an_exception_and_stores_it_as_awaitly_does(durable_env: Env) -> None:
+    def body(deps: Any) -> Any:
+        ok = yield With("ok", lambda: parse("42"), form="try_", error="PARSE_FAILED")
+        assert ok == 42
+        yield With(
+            "bad",
+            lambda: parse("{"),
+            form="try_",
+            on_error=lambda e: {"type": "PARSE", "why": type(e).__name__},
+        )
+
+    result = durable_env.run(body, id="wf-try")
+    assert isinstance(result, Err) and result.error == {"type": "PARSE", "why": "JSONDecodeError"}
+    assert isinstance(result.cause, json.JSONDecodeError)
+    steps = stored(durable_env, "wf-try")
+    assert steps["ok"] == {"ok": True, "value": 42}
+    bad = steps["bad"]
+    assert bad["error"] == {"type": "PARSE", "why": "JSONDecodeError"}
+    assert bad["meta"] == {"origin": "throw"}  # awaitly: a caught throw
+    assert bad["cause"]["type"] == "error" and bad["cause"]["name"] == "JSONDecodeError"
+
+
+def test_try_with_retry_retries_the_typed_error(durable_env: Env) -> None:
+    flaky = Flaky(None)
+    seen: list[Any] = []
+
+    def body(deps: Any) -> Any:
+        policy = Retry(2, jitter=False, on_retry=lambda error, attempt, delay: seen.append(error))
+        yield With("t", flaky, form="try_", error="DOWN", retry=policy)
+
+    result = durable_env.run(body, id="wf-try-retry", clock=FakeClock())
+    assert isinstance(result, Err) and result.error == "DOWN"
+    assert flaky.calls == 2 and seen == ["DOWN"]
+    # awaitly retries the typed error as a returned one: origin "result".
+    assert stored(durable_env, "wf-try-retry")["t"]["meta"] == {"origin": "result"}
+
+
+def test_from_result_types_an_err_with_the_original_as_cause(durable_env: Env) -> None:
+    def body(deps: Any) -> Any:
+        value = yield With("found", lambda: Ok("v"), form="from_result", error="NOT_FOUND")
+        assert value == "v"
+        yield With(
+            "missing",
+            lambda: Err({"code": 404}),
+            form="from_result",
+            on_error=lambda e: {"type": "NOT_FOUND", "orig": e},
+        )
+
+    result = durable_env.run(body, id="wf-from-result")
+    assert result == Err({"type": "NOT_FOUND", "orig": {"code": 404}}, {"code": 404})
+    missing = stored(durable_env, "wf-from-result")["missing"]
+    assert missing["meta"] == {"origin": "result"}
+    assert missing["cause"]["type"] == "thrown" and missing["cause"]["value"] == {"code": 404}
+
+
+def test_from_result_refuses_a_function_that_returns_a_plain_value(durable_env: Env) -> None:
+    def body(deps: Any) -> Any:
+        yield With("plain", lambda: "v", form="from_result", error="E")
+
+    with pytest.raises(DurableUsageError, match="returns Ok or Err"):
+        durable_env.run(body, id="wf-from-result-plain")
+
+
+def test_from_nullable_types_a_none(durable_env: Env) -> None:
+    def body(deps: Any) -> Any:
+        assert (yield With("there", lambda: 0, form="from_nullable", error="GONE")) == 0
+        yield With("gone", lambda: None, form="from_nullable", on_null=lambda: {"type": "GONE"})
+
+    assert durable_env.run(body, id="wf-nullable") == Err({"type": "GONE"})
+    gone = stored(durable_env, "wf-nullable")["gone"]
+    assert gone["error"] == {"type": "GONE"} and gone["meta"] == {"origin": "result"}
+    assert gone["cause"] == {
+        "type": "thrown",
+        "originalType": "undefined",
+        "stringRepresentation": "undefined",
+    }
+
+
+@pytest.mark.parametrize("options", [{}, {"error": "E", "on_error": str}])
+def test_a_typed_step_needs_exactly_one_of_error_and_on_error(
+    durable_env: Env, options: dict[str, Any]
+) -> None:
+    def body(deps: Any) -> Any:
+        yield With("t", lambda: 1, form="try_", **options)
+
+    with pytest.raises(DurableUsageError, match="error= or on_error="):
+        durable_env.run(body, id="wf-typed-bad")

@@ -29,12 +29,14 @@ from .errors import DurableUsageError
 from .heartbeat import AsyncHeartbeat, Pending, heartbeats
 from .memory import MemoryStore, default_store
 from .plan import (
+    UNSET,
     Acquire,
     Begin,
     BodyOutcome,
     Call,
     Delete,
     DeleteMany,
+    ErrorMap,
     Finish,
     Flush,
     Keys,
@@ -394,6 +396,50 @@ class Step:
         spec = StepSpec(key, None, None, name, pause=duration)
         drive(step_plan(self._state, spec), self._io)
 
+    def try_(
+        self,
+        fn: Callable[[], Any],
+        *,
+        key: str,
+        error: Any = UNSET,
+        on_error: Callable[[Exception], Any] | None = None,
+        name: str | None = None,
+        retry: Retry | int | None = None,
+    ) -> Any:
+        """Run ``fn``; an exception it raises becomes ``Err(error)`` (or
+        ``Err(on_error(exception))``), with the exception as its cause."""
+        errors = ErrorMap("try", error, on_error)
+        spec = StepSpec(key, fn, None, name, retry, errors=errors)
+        return drive(step_plan(self._state, spec), self._io)
+
+    def from_result(
+        self,
+        fn: Callable[[], Any],
+        *,
+        key: str,
+        error: Any = UNSET,
+        on_error: Callable[[Any], Any] | None = None,
+        name: str | None = None,
+    ) -> Any:
+        """Run ``fn``, which returns ``Ok`` or ``Err``; an ``Err(e)`` becomes ``Err(error)``
+        (or ``Err(on_error(e))``), with ``e`` as its cause."""
+        spec = StepSpec(key, fn, None, name, errors=ErrorMap("result", error, on_error))
+        return drive(step_plan(self._state, spec), self._io)
+
+    def from_nullable(
+        self,
+        fn: Callable[[], Any],
+        *,
+        key: str,
+        error: Any = UNSET,
+        on_null: Callable[[], Any] | None = None,
+        name: str | None = None,
+    ) -> Any:
+        """Run ``fn``; if it returns None the step fails with ``Err(error)`` (or
+        ``Err(on_null())``)."""
+        spec = StepSpec(key, fn, None, name, errors=ErrorMap("nullable", error, on_null))
+        return drive(step_plan(self._state, spec), self._io)
+
 
 # --- asyncio ----------------------------------------------------------------
 
@@ -574,3 +620,44 @@ class AsyncStep:
         """Wait ``duration`` without blocking the loop, as a step (see :meth:`Step.sleep`)."""
         spec = StepSpec(key, None, None, name, pause=duration)
         await adrive(step_plan(self._state, spec), self._io)
+
+    async def try_(
+        self,
+        fn: Callable[[], Any | Awaitable[Any]],
+        *,
+        key: str,
+        error: Any = UNSET,
+        on_error: Callable[[Exception], Any] | None = None,
+        name: str | None = None,
+        retry: Retry | int | None = None,
+    ) -> Any:
+        """See :meth:`Step.try_`; ``fn`` and ``on_error`` may be async."""
+        errors = ErrorMap("try", error, on_error)
+        spec = StepSpec(key, fn, None, name, retry, errors=errors)
+        return await adrive(step_plan(self._state, spec), self._io)
+
+    async def from_result(
+        self,
+        fn: Callable[[], Any | Awaitable[Any]],
+        *,
+        key: str,
+        error: Any = UNSET,
+        on_error: Callable[[Any], Any] | None = None,
+        name: str | None = None,
+    ) -> Any:
+        """See :meth:`Step.from_result`."""
+        spec = StepSpec(key, fn, None, name, errors=ErrorMap("result", error, on_error))
+        return await adrive(step_plan(self._state, spec), self._io)
+
+    async def from_nullable(
+        self,
+        fn: Callable[[], Any | Awaitable[Any]],
+        *,
+        key: str,
+        error: Any = UNSET,
+        on_null: Callable[[], Any] | None = None,
+        name: str | None = None,
+    ) -> Any:
+        """See :meth:`Step.from_nullable`."""
+        spec = StepSpec(key, fn, None, name, errors=ErrorMap("nullable", error, on_null))
+        return await adrive(step_plan(self._state, spec), self._io)

@@ -643,6 +643,19 @@ def _ended(o: RunOptions, state: RunState, result: Result[Any, Any]) -> Plan[Res
     return result
 
 
+UNSET: Any = object()  # an option not given (None is a value an error may be)
+
+
+@dataclass(frozen=True)
+class ErrorMap:
+    """How ``step.try_``, ``from_result`` and ``from_nullable`` type a failure: as
+    ``error``, or as ``on_error(what failed)`` (``on_error()`` for a None)."""
+
+    kind: Literal["try", "result", "nullable"]
+    error: Any = UNSET
+    on_error: Callable[..., Any] | None = None
+
+
 @dataclass(slots=True)
 class StepSpec:
     """One step as the workflow asked for it.
@@ -659,6 +672,7 @@ class StepSpec:
     name: str | None = None
     retry: Retry | int | None = None
     pause: float | timedelta | None = None
+    errors: ErrorMap | None = None
 
     @property
     def label(self) -> str:
@@ -668,12 +682,20 @@ class StepSpec:
         """This step with its options checked: ``retry=3`` is ``Retry(3)``, a pause in
         seconds; what is wrong raises (the caller makes it the run's usage error)."""
         plain = self.retry is None and self.pause is None and self.name is None
+        plain = plain and self.errors is None
         if plain and type(self.key) is str and self.key:
             return self  # a plain step, as most are
         if not isinstance(self.key, str) or not self.key:
             raise DurableUsageError(f"a step key must be a non-empty str, got {self.key!r}")
         if self.name is not None and (not isinstance(self.name, str) or not self.name):
             raise DurableUsageError(f"a step name must be a non-empty str, got {self.name!r}")
+        errors = self.errors
+        if errors is not None and (errors.error is UNSET) == (errors.on_error is None):
+            raise DurableUsageError(
+                f"step {self.key!r}: give error= or on_error= (one of them) for the typed error"
+            )
+        if errors is not None and errors.on_error is not None and not callable(errors.on_error):
+            raise DurableUsageError(f"step {self.key!r}: on_error must be callable")
         retry = self.retry
         try:
             if isinstance(retry, int) and not isinstance(retry, bool):
@@ -769,7 +791,7 @@ def _run_and_record(state: RunState, spec: StepSpec) -> Plan[Result[Any, Any]]:
             else:
                 assert spec.fn is not None
                 args = () if tx is None else (tx.resource,)
-                if spec.retry is None:
+                if spec.retry is None and spec.errors is None:
                     raw = yield Call(spec.fn, args)
                 else:
                     raw = yield from _attempts(state, spec, args)
@@ -818,25 +840,70 @@ def _run_and_record(state: RunState, spec: StepSpec) -> Plan[Result[Any, Any]]:
 
 def _attempts(state: RunState, spec: StepSpec, args: tuple[Any, ...]) -> Plan[Any]:
     """Call the step's function, again after a failure while its retry policy allows;
-    the last attempt's answer, or its exception. Only that outcome is recorded."""
+    the last attempt's answer, or its exception. Only that outcome is recorded.
+
+    Each attempt's outcome is typed first (``step.try_`` and its kin), as awaitly
+    does, so ``should_retry`` sees the typed error.
+    """
     assert spec.fn is not None
+    errors = spec.errors
     attempt = 1
     while True:
+        exc: Exception | None = None
         try:
             raw = yield Call(spec.fn, args)
         except DurableUsageError:
             raise
         except Exception as e:
-            if not (yield from _retrying(state, spec, attempt, e, e)):
-                raise e
+            if errors is None or errors.kind != "try":
+                exc, raw = e, None
+            else:
+                raw = Err((yield from _typed_error(errors, e)), e)
+                if spec.retry is None:  # awaitly: a throw it caught, unless it retries
+                    return Thrown(raw)
         else:
+            if errors is not None:
+                raw = yield from _typed(errors, raw)
             if not isinstance(raw, Err):
                 return raw
-            if not (yield from _retrying(state, spec, attempt, raw.error, None)):
-                return raw
+        failure = exc if exc is not None else raw.error
+        if not (yield from _retrying(state, spec, attempt, failure, exc)):
+            if exc is not None:
+                raise exc
+            return raw
         attempt += 1
         if state.lease is not None and state.lease.gone():  # lost while waiting
             raise state.end(Err(LeaseExpired(state.options.workflow_id)))
+
+
+@dataclass(frozen=True)
+class Thrown:
+    """``step.try_``'s typed error for an exception: stored with ``origin`` ``throw``."""
+
+    err: Err[Any]
+
+
+def _typed_error(errors: ErrorMap, failed: Any) -> Plan[Any]:
+    if errors.on_error is None:
+        return errors.error
+    args = () if errors.kind == "nullable" else (failed,)
+    return (yield Call(errors.on_error, args))
+
+
+def _typed(errors: ErrorMap, raw: Any) -> Plan[Any]:
+    """A returned value, as ``from_result`` (an ``Err`` typed) or ``from_nullable``
+    (None typed) makes it; ``try_`` keeps it as it is."""
+    if errors.kind == "result":
+        if isinstance(raw, Err):
+            return Err((yield from _typed_error(errors, raw.error)), raw.error)
+        if not isinstance(raw, Ok):
+            raise DurableUsageError(
+                f"from_result needs a function that returns Ok or Err, got {type(raw).__name__}"
+            )
+        return raw
+    if errors.kind == "nullable" and (raw is None or (isinstance(raw, Ok) and raw.value is None)):
+        return Err((yield from _typed_error(errors, None)))
+    return raw
 
 
 def _retrying(
@@ -944,6 +1011,9 @@ def _outcome_of(state: RunState, key: str, raw: Any) -> tuple[dict[str, Any], Re
     if raw is _NOTHING:
         return nothing_outcome(), Ok(None)
     try:
+        if isinstance(raw, Thrown):
+            check_json(raw.err.error, f"the error value of step {key!r}")
+            return returned_failure(json_text.copy_of(raw.err), "throw"), raw.err
         if isinstance(raw, Err):
             check_json(raw.error, f"the error value of step {key!r}")
             return returned_failure(json_text.copy_of(raw)), raw

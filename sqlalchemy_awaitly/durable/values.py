@@ -111,13 +111,14 @@ def nothing_outcome() -> dict[str, Any]:
     return {"ok": True}
 
 
-def returned_failure(err: Err[Any]) -> dict[str, Any]:
-    """A step that returned ``Err(error, cause)``: ``meta.origin`` is ``result``."""
+def returned_failure(err: Err[Any], origin: str = "result") -> dict[str, Any]:
+    """A step that returned ``Err(error, cause)``: ``meta.origin`` is ``result``
+    (``throw`` for the typed error ``step.try_`` made of an exception)."""
     return {
         "ok": False,
         "error": err.error,
         "cause": encode_cause(err.cause),
-        "meta": {"origin": "result"},
+        "meta": {"origin": origin},
     }
 
 
