@@ -6,7 +6,10 @@ fixed random source: no test sleeps through a backoff.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -14,7 +17,15 @@ import pytest
 from durable_harness import Env, Sleep, With
 
 from sqlalchemy_awaitly import InvalidInputError
-from sqlalchemy_awaitly.durable import DurableEvent, DurableUsageError, Err, Ok, Retry
+from sqlalchemy_awaitly.durable import (
+    DurableEvent,
+    DurableUsageError,
+    Err,
+    Ok,
+    Retry,
+    Timeout,
+    TimeoutInfo,
+)
 
 
 class FakeClock:
@@ -365,3 +376,144 @@ def test_a_typed_step_needs_exactly_one_of_error_and_on_error(
 
     with pytest.raises(DurableUsageError, match="error= or on_error="):
         durable_env.run(body, id="wf-typed-bad")
+
+
+# --- timeout= -----------------------------------------------------------------------------
+
+LIMIT = 0.05  # each timed-out attempt waits this long, really: the limit is the runner's
+
+
+class Slow:
+    """A step that outlives its limit until released (sync: a thread; async: a task)."""
+
+    def __init__(self, flavour: str) -> None:
+        self.flavour = flavour
+        self.calls = 0
+        self.released = threading.Event()
+        self.signals: list[Any] = []
+        self.finished = threading.Event()
+
+    def fn(self) -> Callable[..., Any]:
+        def sync(*signal: Any) -> str:
+            self.calls += 1
+            self.signals.extend(signal)
+            self.released.wait(10)
+            self.finished.set()
+            return "late"
+
+        async def asynchronous(*signal: Any) -> str:
+            self.calls += 1
+            self.signals.extend(signal)
+            for _ in range(1000):  # about 10 s at most
+                if self.released.is_set():
+                    break
+                await asyncio.sleep(0.01)
+            self.finished.set()
+            return "late"
+
+        return sync if self.flavour == "sync" else asynchronous
+
+
+@pytest.fixture
+def slow(durable_env: Env) -> Iterator[Slow]:
+    s = Slow(durable_env.flavour)
+    yield s
+    s.released.set()
+
+
+def test_a_step_past_its_limit_fails_with_awaitly_s_timeout_error(
+    durable_env: Env, slow: Slow
+) -> None:
+    events: list[DurableEvent] = []
+
+    def body(deps: Any) -> Any:
+        yield With("slow", slow.fn(), timeout=LIMIT, name="Slow call")
+
+    result = durable_env.run(body, id="wf-timeout", on_event=events.append)
+    failure = {
+        "type": "STEP_TIMEOUT",
+        "stepName": "Slow call",
+        "stepKey": "slow",
+        "timeoutMs": 50,
+        "attempt": 1,
+    }
+    assert isinstance(result, Err) and result.error == failure
+    assert stored(durable_env, "wf-timeout")["slow"] == {
+        "ok": False,
+        "error": failure,
+        "cause": {
+            "type": "thrown",
+            "originalType": "Object",
+            "stringRepresentation": "[object Object]",
+            "value": failure,
+        },
+        "meta": {"origin": "throw"},
+    }
+    timeouts = [e for e in events if e.type == "step_timeout"]
+    assert [(e.attempt, e.timeout, e.step_name) for e in timeouts] == [(1, LIMIT, "Slow call")]
+
+
+def test_a_timeout_is_retried_per_attempt(durable_env: Env, slow: Slow) -> None:
+    clock = FakeClock()
+
+    def body(deps: Any) -> Any:
+        yield With("slow", slow.fn(), timeout=LIMIT, retry=Retry(2, jitter=False))
+
+    result = durable_env.run(body, id="wf-timeout-retry", clock=clock)
+    assert isinstance(result, Err) and result.error["attempt"] == 2
+    assert slow.calls == 2 and clock.waits == [0.1]
+
+
+def test_option_succeeds_with_no_value_and_is_not_retried(durable_env: Env, slow: Slow) -> None:
+    def body(deps: Any) -> Any:
+        value = yield With("slow", slow.fn(), timeout=Timeout(LIMIT, on_timeout="option"), retry=3)
+        assert value is None
+        yield "stop", stop
+
+    assert durable_env.run(body, id="wf-option", clock=FakeClock()) == Err("STOP")
+    assert slow.calls == 1
+    assert stored(durable_env, "wf-option")["slow"] == {"ok": True}
+
+
+def test_a_function_gives_the_failure(durable_env: Env, slow: Slow) -> None:
+    seen: list[TimeoutInfo] = []
+
+    def failure(info: TimeoutInfo) -> Any:
+        seen.append(info)
+        return {"type": "MY_TIMEOUT", "key": info.key}
+
+    def body(deps: Any) -> Any:
+        yield With("slow", slow.fn(), timeout=Timeout(LIMIT, on_timeout=failure))
+
+    result = durable_env.run(body, id="wf-timeout-fn")
+    assert isinstance(result, Err) and result.error == {"type": "MY_TIMEOUT", "key": "slow"}
+    assert seen == [TimeoutInfo("slow", "slow", LIMIT, 1)]
+
+
+@pytest.mark.parametrize("behaviour", ["error", "disconnect"])
+def test_the_work_is_told_to_stop_unless_disconnected(
+    durable_env: Env, slow: Slow, behaviour: Any
+) -> None:
+    def body(deps: Any) -> Any:
+        yield With("slow", slow.fn(), timeout=Timeout(LIMIT, on_timeout=behaviour, signal=True))
+
+    result = durable_env.run(body, id=f"wf-signal-{behaviour}")
+    assert isinstance(result, Err) and result.error["type"] == "STEP_TIMEOUT"
+    (signal,) = slow.signals
+    assert signal.is_set() is (behaviour == "error")
+
+
+def test_a_step_within_its_limit_is_a_plain_step(durable_env: Env) -> None:
+    def body(deps: Any) -> Any:
+        return (yield With("fast", lambda: "quick", timeout=10))
+
+    assert durable_env.run(body, id="wf-fast") == Ok("quick")
+
+
+@pytest.mark.parametrize("limit", [0, -1, float("nan"), "1s"])
+def test_a_bad_timeout_is_a_usage_error_of_the_run(durable_env: Env, limit: Any) -> None:
+    def body(deps: Any) -> Any:
+        yield With("t", lambda: 1, timeout=limit)
+
+    with pytest.raises(DurableUsageError, match="timeout"):
+        durable_env.run(body, id="wf-bad-timeout")

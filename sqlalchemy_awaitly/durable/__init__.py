@@ -50,6 +50,7 @@ from .results import (
     VersionMismatch,
 )
 from .retry import Retry
+from .timeout import Timeout, TimeoutInfo
 
 __all__ = [
     "DEFAULT_LEASE_TTL",
@@ -77,6 +78,8 @@ __all__ = [
     "RunnerError",
     "Step",
     "SystemClock",
+    "Timeout",
+    "TimeoutInfo",
     "UnexpectedError",
     "UnsupportedValueError",
     "VersionMismatch",

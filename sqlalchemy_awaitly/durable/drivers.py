@@ -59,6 +59,8 @@ from .plan import (
 )
 from .retry import Retry
 from .storage import AsyncKeyValue, AsyncMemory, AsyncTransactional, KeyValue, Transactional
+from .timed import await_with_limit, call_with_limit
+from .timeout import Timeout
 
 T = TypeVar("T")
 Workflow = Callable[..., Any]
@@ -262,7 +264,10 @@ class SyncIO:
             request.clock.sleep(request.seconds)
             return None
         if isinstance(request, Call):
-            result = request.fn(*request.args)
+            if request.limit is None:
+                result = request.fn(*request.args)
+            else:
+                result = call_with_limit(request.fn, request.args, request.limit)
             if inspect.isawaitable(result):
                 if inspect.iscoroutine(result):
                     result.close()
@@ -370,13 +375,16 @@ class Step:
         key: str,
         name: str | None = None,
         retry: Retry | int | None = None,
+        timeout: Timeout | float | timedelta | None = None,
     ) -> Any:
         """Run ``fn`` once under ``key``; on a rerun return its stored outcome instead.
 
         ``retry``: try it again after a failure (``Retry(attempts, ...)``, or the
         number of attempts); only the last attempt's outcome is recorded.
+        ``timeout``: a limit per attempt (``Timeout(seconds, ...)``, or seconds).
         """
-        return drive(step_plan(self._state, StepSpec(key, fn, None, name, retry)), self._io)
+        spec = StepSpec(key, fn, None, name, retry, timeout=timeout)
+        return drive(step_plan(self._state, spec), self._io)
 
     def transaction(
         self,
@@ -497,6 +505,8 @@ class AsyncIO:
             await request.clock.asleep(request.seconds)
             return None
         if isinstance(request, Call):
+            if request.limit is not None:
+                return await await_with_limit(request.fn, request.args, request.limit)
             return await _settle(request.fn(*request.args))
         if isinstance(request, Begin):
             return await self._begin(request.session)
@@ -597,8 +607,9 @@ class AsyncStep:
         key: str,
         name: str | None = None,
         retry: Retry | int | None = None,
+        timeout: Timeout | float | timedelta | None = None,
     ) -> Any:
-        spec = StepSpec(key, fn, None, name, retry)
+        spec = StepSpec(key, fn, None, name, retry, timeout=timeout)
         return await adrive(step_plan(self._state, spec), self._io)
 
     async def transaction(

@@ -49,6 +49,7 @@ from .results import (
     VersionMismatch,
 )
 from .retry import Retry
+from .timeout import TimedOut, Timeout, TimeoutInfo
 from .values import (
     check_json,
     nothing_outcome,
@@ -57,6 +58,7 @@ from .values import (
     returned_failure,
     success_outcome,
     text_of,
+    timeout_failure,
 )
 
 T = TypeVar("T")
@@ -146,6 +148,7 @@ class Call:
 
     fn: Callable[..., Any]
     args: tuple[Any, ...] = ()
+    limit: Timeout | None = None  # a step's attempt: TimedOut past it
 
 
 @dataclass(frozen=True)
@@ -244,6 +247,7 @@ class DurableEvent:
         "step_skipped",
         "step_retry",
         "step_retries_exhausted",
+        "step_timeout",
         "persist_success",
         "persist_error",
     ]
@@ -260,6 +264,8 @@ class DurableEvent:
     """``step_retry``: the seconds waited before the attempt."""
     failure: Any = None
     """Retry events: the failed attempt's error (the exception, or the ``Err``'s error)."""
+    timeout: float | None = None
+    """``step_timeout``: the limit, in seconds, the attempt ran past."""
 
 
 @dataclass(frozen=True)
@@ -673,6 +679,7 @@ class StepSpec:
     retry: Retry | int | None = None
     pause: float | timedelta | None = None
     errors: ErrorMap | None = None
+    timeout: Timeout | float | timedelta | None = None
 
     @property
     def label(self) -> str:
@@ -682,7 +689,7 @@ class StepSpec:
         """This step with its options checked: ``retry=3`` is ``Retry(3)``, a pause in
         seconds; what is wrong raises (the caller makes it the run's usage error)."""
         plain = self.retry is None and self.pause is None and self.name is None
-        plain = plain and self.errors is None
+        plain = plain and self.errors is None and self.timeout is None
         if plain and type(self.key) is str and self.key:
             return self  # a plain step, as most are
         if not isinstance(self.key, str) or not self.key:
@@ -703,11 +710,14 @@ class StepSpec:
             elif retry is not None and not isinstance(retry, Retry):
                 raise TypeError(f"retry must be a Retry or an int, got {type(retry).__name__}")
             pause = None if self.pause is None else _pause_seconds(self.pause)
+            timeout = self.timeout
+            if timeout is not None and not isinstance(timeout, Timeout):
+                timeout = Timeout(timeout)
         except (TypeError, ValueError) as e:
             raise DurableUsageError(f"step {self.key!r}: {e}") from e
-        if retry is self.retry and pause is None:
-            return self  # a plain step: nothing to convert
-        return replace(self, retry=retry, pause=pause)
+        if retry is self.retry and pause is None and timeout is self.timeout:
+            return self  # nothing to convert
+        return replace(self, retry=retry, pause=pause, timeout=timeout)
 
 
 def _pause_seconds(value: object) -> float:
@@ -791,7 +801,7 @@ def _run_and_record(state: RunState, spec: StepSpec) -> Plan[Result[Any, Any]]:
             else:
                 assert spec.fn is not None
                 args = () if tx is None else (tx.resource,)
-                if spec.retry is None and spec.errors is None:
+                if spec.retry is None and spec.errors is None and spec.timeout is None:
                     raw = yield Call(spec.fn, args)
                 else:
                     raw = yield from _attempts(state, spec, args)
@@ -847,13 +857,23 @@ def _attempts(state: RunState, spec: StepSpec, args: tuple[Any, ...]) -> Plan[An
     """
     assert spec.fn is not None
     errors = spec.errors
+    limit = spec.timeout
+    assert limit is None or isinstance(limit, Timeout)  # checked() made it one
     attempt = 1
     while True:
         exc: Exception | None = None
+        timed_out = False
         try:
-            raw = yield Call(spec.fn, args)
+            raw = yield Call(spec.fn, args, limit)
         except DurableUsageError:
             raise
+        except TimedOut:
+            assert limit is not None
+            if limit.on_timeout == "option":
+                yield from _timed_out(state, spec, limit, attempt)
+                return _NOTHING  # awaitly: succeeds with no value, never retried
+            failure = yield from _timed_out(state, spec, limit, attempt)
+            raw, timed_out = Err(failure, failure), True
         except Exception as e:
             if errors is None or errors.kind != "try":
                 exc, raw = e, None
@@ -870,7 +890,7 @@ def _attempts(state: RunState, spec: StepSpec, args: tuple[Any, ...]) -> Plan[An
         if not (yield from _retrying(state, spec, attempt, failure, exc)):
             if exc is not None:
                 raise exc
-            return raw
+            return Thrown(raw, timed_out=True) if timed_out else raw
         attempt += 1
         if state.lease is not None and state.lease.gone():  # lost while waiting
             raise state.end(Err(LeaseExpired(state.options.workflow_id)))
@@ -878,9 +898,23 @@ def _attempts(state: RunState, spec: StepSpec, args: tuple[Any, ...]) -> Plan[An
 
 @dataclass(frozen=True)
 class Thrown:
-    """``step.try_``'s typed error for an exception: stored with ``origin`` ``throw``."""
+    """A failure awaitly records as thrown (``origin`` ``throw``): the typed error
+    ``step.try_`` made of an exception, or a timeout's failure."""
 
     err: Err[Any]
+    timed_out: bool = False
+
+
+def _timed_out(state: RunState, spec: StepSpec, limit: Timeout, attempt: int) -> Plan[Any]:
+    """An attempt ran past ``limit``: the ``step_timeout`` event, and the failure value."""
+    name = spec.label
+    state.emit("step_timeout", spec.key, step_name=name, attempt=attempt, timeout=limit.limit)
+    if limit.on_timeout == "option":
+        return None
+    if callable(limit.on_timeout):
+        info = TimeoutInfo(name, spec.key, limit.limit, attempt)
+        return (yield Call(limit.on_timeout, (info,)))
+    return limit.failure(name, spec.key, attempt)
 
 
 def _typed_error(errors: ErrorMap, failed: Any) -> Plan[Any]:
@@ -1013,7 +1047,9 @@ def _outcome_of(state: RunState, key: str, raw: Any) -> tuple[dict[str, Any], Re
     try:
         if isinstance(raw, Thrown):
             check_json(raw.err.error, f"the error value of step {key!r}")
-            return returned_failure(json_text.copy_of(raw.err), "throw"), raw.err
+            err = json_text.copy_of(raw.err)
+            stored = timeout_failure(err.error) if raw.timed_out else returned_failure(err, "throw")
+            return stored, raw.err
         if isinstance(raw, Err):
             check_json(raw.error, f"the error value of step {key!r}")
             return returned_failure(json_text.copy_of(raw)), raw

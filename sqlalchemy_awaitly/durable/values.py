@@ -122,6 +122,14 @@ def returned_failure(err: Err[Any], origin: str = "result") -> dict[str, Any]:
     }
 
 
+def timeout_failure(error: Any) -> dict[str, Any]:
+    """A step that ran past its limit, as awaitly stores it: a thrown object."""
+    cause: dict[str, Any] = {"type": "thrown", "originalType": _js_type_name(error)}
+    cause["stringRepresentation"] = "[object Object]" if isinstance(error, dict) else text_of(error)
+    cause["value"] = error
+    return {"ok": False, "error": error, "cause": cause, "meta": {"origin": "throw"}}
+
+
 def raised_failure(exc: BaseException) -> dict[str, Any]:
     """A step that raised: awaitly's UnexpectedError, the exception as the cause."""
     return {
