@@ -29,17 +29,22 @@ from sqlalchemy_awaitly.durable import (
 
 
 class FakeClock:
-    """Waits by writing down how long; ``random()`` is fixed."""
+    """Waits by writing down how long and moving its time on; ``random()`` is fixed."""
 
-    def __init__(self, random: float = 0.0) -> None:
+    def __init__(self, random: float = 0.0, now: float = 1_800_000_000.0) -> None:
         self.waits: list[float] = []
         self._random = random
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
 
     def sleep(self, seconds: float) -> None:
         self.waits.append(seconds)
+        self.now += seconds
 
     async def asleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
+        self.sleep(seconds)
 
     def random(self) -> float:
         return self._random
@@ -517,3 +522,91 @@ def test_a_bad_timeout_is_a_usage_error_of_the_run(durable_env: Env, limit: Any)
 
     with pytest.raises(DurableUsageError, match="timeout"):
         durable_env.run(body, id="wf-bad-timeout")
+
+
+# --- a wait cut short by a crash ------------------------------------------------------------
+
+
+class Crash(BaseException):
+    """The process dying mid-wait: nothing after it runs but the run's own cleanup."""
+
+
+class CrashingClock(FakeClock):
+    def sleep(self, seconds: float) -> None:
+        raise Crash()
+
+
+def waits_in_row(env: Env, workflow_id: str) -> dict[str, Any]:
+    raw = env.row(workflow_id)
+    assert raw is not None
+    return dict(json.loads(raw)["metadata"].get("sqlalchemyAwaitly", {}).get("waits", {}))
+
+
+def crash(env: Env, body: Any, workflow_id: str, clock: FakeClock) -> None:
+    with pytest.raises(Crash):
+        env.run(body, id=workflow_id, clock=clock)
+
+
+def test_a_sleep_resumed_after_a_crash_sleeps_only_the_rest(durable_env: Env) -> None:
+    def body(deps: Any) -> Any:
+        yield "before", lambda: "done"
+        yield Sleep("nap", 600)
+        yield "stop", stop
+
+    start = 1_800_000_000.0
+    crash(durable_env, body, "wf-nap", CrashingClock(now=start))
+    assert waits_in_row(durable_env, "wf-nap") == {"nap": {"until": 1_800_000_600_000}}
+    resumed = FakeClock(now=start + 100)
+    assert durable_env.run(body, id="wf-nap", clock=resumed) == Err("STOP")
+    assert resumed.waits == [500.0]
+    assert waits_in_row(durable_env, "wf-nap") == {}  # the sleep ended: forgotten
+    assert stored(durable_env, "wf-nap")["nap"] == {"ok": True}
+
+
+def test_a_sleep_resumed_after_its_end_does_not_wait(durable_env: Env) -> None:
+    def body(deps: Any) -> Any:
+        yield Sleep("nap", 60)
+        yield "stop", stop
+
+    crash(durable_env, body, "wf-nap-late", CrashingClock(now=1_800_000_000.0))
+    late = FakeClock(now=1_800_000_100.0)
+    assert durable_env.run(body, id="wf-nap-late", clock=late) == Err("STOP")
+    assert late.waits == [0.0]
+
+
+def test_a_retry_resumed_after_a_crash_keeps_its_budget_and_its_time(durable_env: Env) -> None:
+    fails = Flaky(None, returns_err=True)
+    events: list[DurableEvent] = []
+    policy = Retry(4, backoff="fixed", initial_delay=600, max_delay=600, jitter=False)
+
+    def body(deps: Any) -> Any:
+        yield With("call", fails, retry=policy)
+
+    start = 1_800_000_000.0
+    crash(durable_env, body, "wf-backoff", CrashingClock(now=start))
+    assert fails.calls == 1
+    assert waits_in_row(durable_env, "wf-backoff") == {
+        "call": {"attempt": 1, "until": 1_800_000_600_000}
+    }
+    resumed = FakeClock(now=start + 570)
+    result = durable_env.run(body, id="wf-backoff", clock=resumed, on_event=events.append)
+    assert result == Err({"type": "BOOM", "n": 4})
+    assert fails.calls == 4  # attempts 2, 3 and 4: not a fresh budget of four
+    assert resumed.waits == [30.0, 600.0, 600.0]  # the rest of the first backoff, then two
+    assert [e.attempt for e in events if e.type == "step_retry"] == [3, 4]
+    exhausted = [e.attempt for e in events if e.type == "step_retries_exhausted"]
+    assert exhausted == [4]
+
+
+def test_a_malformed_wait_record_is_ignored(durable_env: Env) -> None:
+    def body(deps: Any) -> Any:
+        yield Sleep("nap", 5)
+        yield "stop", stop
+
+    crash(durable_env, body, "wf-nap-bad", CrashingClock())
+    row = json.loads(durable_env.row("wf-nap-bad") or "{}")
+    row["metadata"]["sqlalchemyAwaitly"] = {"waits": {"nap": {"until": "soon"}}}
+    durable_env.kv.set("workflow:state:wf-nap-bad", json.dumps(row))
+    again = FakeClock()
+    assert durable_env.run(body, id="wf-nap-bad", clock=again) == Err("STOP")
+    assert again.waits == [5.0]  # slept in full, as awaitly would

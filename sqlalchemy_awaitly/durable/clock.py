@@ -16,6 +16,10 @@ from typing import Protocol
 class Clock(Protocol):
     """What a run asks of time."""
 
+    def time(self) -> float:
+        """Now, in seconds since the epoch: a wait's end is recorded in the row this
+        way, so a run resumed in another process waits only what is left."""
+
     def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` (a sync run)."""
 
@@ -28,6 +32,9 @@ class Clock(Protocol):
 
 class SystemClock:
     """The real one: ``time.sleep``, ``asyncio.sleep`` and ``random.random``."""
+
+    def time(self) -> float:
+        return time.time()
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)

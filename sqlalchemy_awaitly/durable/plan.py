@@ -60,6 +60,7 @@ from .values import (
     text_of,
     timeout_failure,
 )
+from .waits import WAITS, waits_of
 
 T = TypeVar("T")
 log = logging.getLogger("sqlalchemy_awaitly.durable")
@@ -361,6 +362,9 @@ class RunState:
         self.seen: set[str] = set()
         self.stored_metadata: dict[str, Any] = {}
         self.has_row = False
+        # Steps waiting (a sleep, a retry's backoff) as the row records them, so a
+        # run resumed after a crash waits only the rest, on the same attempt count.
+        self.waits: dict[str, dict[str, int]] = {}
         self.released = False  # the lease went with the run's row, in one statement
         # The newest snapshot text written (or loaded): a lost reply is resolved against it.
         self.saved_text: str | None = None
@@ -391,12 +395,19 @@ class RunState:
             self.encoded.put(key, outcome)
         self.stored = set(self.steps)
         self.stored_metadata = dict(snapshot.get("metadata") or {})
+        self.waits = waits_of(self.stored_metadata, self.stored)
         self.has_row = True
 
     def metadata(self) -> dict[str, Any]:
-        """Stored keys kept, the run's own merged over them, ``version`` always the run's."""
+        """Stored keys kept, the run's own merged over them, ``version`` always the run's,
+        and the waits in progress (under :data:`WAITS`, which awaitly carries through)."""
         o = self.options
-        return {**self.stored_metadata, **o.metadata, "version": o.version}
+        merged = {**self.stored_metadata, **o.metadata, "version": o.version}
+        if self.waits:
+            merged[WAITS] = {"waits": dict(self.waits)}
+        else:
+            merged.pop(WAITS, None)
+        return merged
 
     def emit(
         self,
@@ -796,7 +807,7 @@ def _run_and_record(state: RunState, spec: StepSpec) -> Plan[Result[Any, Any]]:
         try:
             if spec.pause is not None:
                 assert isinstance(spec.pause, float)  # checked() made it seconds
-                yield Pause(spec.pause, o.clock)
+                yield from _wait(state, spec, spec.pause)
                 raw: Any = _NOTHING
             else:
                 assert spec.fn is not None
@@ -814,6 +825,7 @@ def _run_and_record(state: RunState, spec: StepSpec) -> Plan[Result[Any, Any]]:
             outcome, result = raised_failure(e), failed
         else:
             outcome, result = _outcome_of(state, key, raw)
+        state.waits.pop(key, None)  # ended: its checkpoint forgets the wait
         state.record(key, outcome)
         text = workflow_snapshot(o.workflow_id, state.encoded, key, state.metadata())
         seq = state.next_seq()
@@ -860,6 +872,11 @@ def _attempts(state: RunState, spec: StepSpec, args: tuple[Any, ...]) -> Plan[An
     limit = spec.timeout
     assert limit is None or isinstance(limit, Timeout)  # checked() made it one
     attempt = 1
+    waiting = state.waits.get(spec.key)
+    if isinstance(spec.retry, Retry) and waiting is not None and "attempt" in waiting:
+        # Resumed in a retry's backoff: the budget goes on, after the rest of the wait.
+        attempt = min(waiting["attempt"], spec.retry.attempts - 1) + 1
+        yield Pause(_remaining(state, waiting), state.options.clock)
     while True:
         exc: Exception | None = None
         timed_out = False
@@ -903,6 +920,47 @@ class Thrown:
 
     err: Err[Any]
     timed_out: bool = False
+
+
+def _wait(
+    state: RunState, spec: StepSpec, seconds: float, attempt: int | None = None
+) -> Plan[None]:
+    """Wait ``seconds`` (a sleep; the backoff after failed ``attempt``), recording first
+    when it ends; a sleep resumed after a crash waits only what was left of it."""
+    clock = state.options.clock
+    waiting = state.waits.get(spec.key)
+    if attempt is None and waiting is not None and "attempt" not in waiting:
+        yield Pause(_remaining(state, waiting), clock)
+        return
+    until = math.ceil((clock.time() + seconds) * 1000)
+    record = {"until": until} if attempt is None else {"attempt": attempt, "until": until}
+    yield from _remember(state, spec, record)
+    yield Pause(seconds, clock)
+
+
+def _remaining(state: RunState, waiting: dict[str, int]) -> float:
+    return max(0.0, waiting["until"] / 1000 - state.options.clock.time())
+
+
+def _remember(state: RunState, spec: StepSpec, record: dict[str, int]) -> Plan[None]:
+    """Save the snapshot with ``record`` as the step's wait, under the lease, as a
+    checkpoint is saved: a lost lease or a failed save ends the run."""
+    o = state.options
+    state.waits[spec.key] = record
+    text = workflow_snapshot(o.workflow_id, state.encoded, spec.key, state.metadata())
+    seq = state.next_seq()
+    try:
+        saved = yield Save(o.state_key, text, None, None, state.guard, seq)
+    except Exception as e:
+        state.emit("persist_error", spec.key, e, step_name=spec.label)
+        raise state.end(Err(PersistenceFailed(o.workflow_id, "save", e))) from None
+    if saved is False:
+        assert state.lease is not None
+        state.lease.lost = True
+        raise state.end(Err(LeaseExpired(o.workflow_id)))
+    if seq > state.saved_seq:
+        state.saved_text, state.saved_seq = text, seq
+    state.has_row = True
 
 
 def _timed_out(state: RunState, spec: StepSpec, limit: Timeout, attempt: int) -> Plan[Any]:
@@ -966,7 +1024,7 @@ def _retrying(
         )
         if retry.on_retry is not None:
             yield Call(retry.on_retry, (failure, attempt, delay))
-        yield Pause(delay, state.options.clock)
+        yield from _wait(state, spec, delay, attempt)
         return True
     if retry.attempts > 1:
         state.emit(
