@@ -47,7 +47,7 @@ def node_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=600,
     )
     assert installed.returncode == 0, installed.stderr
-    for script in ("pg_store.mjs", "workflow.mjs", "values.mjs"):
+    for script in ("pg_store.mjs", "workflow.mjs", "values.mjs", "forms.mjs"):
         shutil.copy(INTEROP / script, project / script)
     return project
 
@@ -200,3 +200,59 @@ def test_values_awaitly_stores_survive_a_python_rewrite(
     checked = node("check")
     assert checked.returncode == 0, checked.stderr  # the deep-equality asserts passed
     assert answer(checked) == {"ok": True, "value": "from python", "ran": []}
+
+
+# --- the step forms: retry, timeout, sleep, try, fromResult ------------------------------
+
+FORM_STEPS = ["flaky", "slow", "nap", "parsed", "found"]
+
+
+def run_forms(runtime: str, project: Path, config: dict[str, Any]) -> Any:
+    if runtime == "python":
+        command = [sys.executable, str(INTEROP / "forms.py"), json.dumps(config)]
+    else:
+        command = ["node", str(project / "forms.mjs"), json.dumps(config)]
+    return subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("direction", ["python-to-node", "node-to-python"])
+def test_each_form_s_outcome_is_resumed_by_the_other_runtime(
+    node_project: Path, shared: dict[str, Any], direction: str
+) -> None:
+    first, second = direction.split("-to-")
+    workflow_id = f"forms-{direction}"
+    config = {"url": shared["url"], "table": shared["table"], "id": workflow_id}
+    crashed = run_forms(first, node_project, {**config, "crashIn": "crash-here"})
+    assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
+    row = json.loads(shared["store"].get(f"workflow:state:{workflow_id}"))
+    assert row["steps"] == {
+        "flaky": {"ok": True, "value": "ok-after-retry"},
+        "slow": {"ok": True},
+        "nap": {"ok": True},
+        "parsed": {"ok": True, "value": 42},
+        "found": {"ok": True, "value": "v"},
+    }
+    assert answer(run_forms(second, node_project, config)) == {"ok": True, "value": "done"}
+    ran = who_ran(shared, workflow_id)
+    assert ran == {
+        "flaky": [first, first],  # two attempts, both before the crash
+        "slow": [first],
+        "parsed": [first],
+        "found": [first],
+        "crash-here": [second],
+        "final": [second],
+    }
+
+
+@pytest.mark.parametrize("failing", ["timeout", "exhausted"])
+def test_a_failed_form_is_stored_alike_by_both_runtimes(
+    node_project: Path, shared: dict[str, Any], failing: str
+) -> None:
+    rows = {}
+    for runtime in ("python", "node"):
+        workflow_id = f"failing-{failing}-{runtime}"
+        config = {"url": shared["url"], "table": shared["table"], "id": workflow_id}
+        done = run_forms(runtime, node_project, {**config, "failing": failing})
+        assert answer(done)["ok"] is False
+        rows[runtime] = json.loads(shared["store"].get(f"workflow:state:{workflow_id}"))["steps"]
+    assert rows["python"] == rows["node"]
