@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy_awaitly import durable
 from sqlalchemy_awaitly.durable import MemoryStore
 from sqlalchemy_awaitly.durable.heartbeat import heartbeats
-from sqlalchemy_awaitly.durable.plan import Lease, Renew
+from sqlalchemy_awaitly.durable.requests import Renew
+from sqlalchemy_awaitly.durable.state import Lease
 
 WAIT = 10.0  # a bound on every wait below: a bug fails the test instead of hanging it
 

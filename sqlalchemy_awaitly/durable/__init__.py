@@ -34,7 +34,6 @@ from .helpers import (
     retry_step_async,
 )
 from .memory import MemoryStore
-from .plan import DurableEvent, Migrated, VersionMismatchInfo
 from .results import (
     ConcurrentExecution,
     CorruptState,
@@ -50,6 +49,7 @@ from .results import (
     VersionMismatch,
 )
 from .retry import Retry
+from .state import DurableEvent, Migrated, VersionMismatchInfo
 from .timeout import Timeout, TimeoutInfo
 
 __all__ = [

@@ -22,8 +22,9 @@ from .drivers import (
     drive,
     sync_backend,
 )
-from .plan import DurableEvent, RunOptions, VersionMismatchInfo, run_plan
+from .plan import run_plan
 from .results import Result
+from .state import DurableEvent, RunOptions, VersionMismatchInfo
 from .values import check_json
 
 DEFAULT_LEASE_TTL = 60.0

@@ -28,15 +28,12 @@ from ..store import SQLAlchemyKeyValueStore
 from .errors import DurableUsageError
 from .heartbeat import AsyncHeartbeat, Pending, heartbeats
 from .memory import MemoryStore, default_store
-from .plan import (
-    UNSET,
+from .requests import (
     Acquire,
     Begin,
-    BodyOutcome,
     Call,
     Delete,
     DeleteMany,
-    ErrorMap,
     Finish,
     Flush,
     Keys,
@@ -48,19 +45,17 @@ from .plan import (
     Renew,
     Request,
     RunBody,
-    RunState,
     Save,
     StartHeartbeat,
-    StepExit,
-    StepSpec,
     StopHeartbeat,
     Touch,
-    step_plan,
 )
 from .retry import Retry
+from .state import BodyOutcome, RunState, StepExit
+from .steps import ErrorMap, StepSpec, step_plan
 from .storage import AsyncKeyValue, AsyncMemory, AsyncTransactional, KeyValue, Transactional
 from .timed import await_with_limit, call_with_limit
-from .timeout import Timeout
+from .timeout import UNSET, Timeout
 
 T = TypeVar("T")
 Workflow = Callable[..., Any]

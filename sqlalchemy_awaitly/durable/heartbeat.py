@@ -18,7 +18,8 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 
-from .plan import Lease, Renew
+from .requests import Renew
+from .state import Lease
 
 Renewal = Callable[[Renew], object]
 """Performs one renewal; its answer is truthy if the lease was extended."""

@@ -13,7 +13,7 @@ from ..errors import CorruptStateError, InvalidInputError
 from ..validation import check_pattern
 from ..wire.documents import LOCK_PREFIX, decode_state, idempotency_key_of, now_iso, to_json
 from .drivers import AsyncIO, SyncIO, adrive, async_backend, drive, sync_backend
-from .plan import Delete, DeleteMany, Keys, Load, LoadMany, Plan, Save
+from .requests import Delete, DeleteMany, Keys, Load, LoadMany, Plan, Save
 from .run_states import RunState, state_of
 
 _BATCH = 1000

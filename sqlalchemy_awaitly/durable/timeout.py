@@ -28,7 +28,7 @@ from ..errors import InvalidInputError
 
 Behaviour = Literal["error", "option", "disconnect"]
 _BEHAVIOURS = ("error", "option", "disconnect")
-UNSET: Any = object()
+UNSET: Any = object()  # an option not given (None is a value an error may be)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,173 @@
+"""The I/O a run's plans ask for, and what a plan is.
+
+A plan is a generator: it yields one of these requests and receives the
+answer, or the exception, from a driver (``drivers.py``) that performs it
+with blocking calls or with ``await``; so a run's decisions are written once
+for both flavours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .clock import Clock
+from .timeout import Timeout
+
+if TYPE_CHECKING:
+    from .state import RunState
+
+T = TypeVar("T")
+
+
+# --- I/O requests -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Load:
+    key: str
+
+
+@dataclass(frozen=True)
+class Save:
+    """Upsert ``key``. With ``guard`` (a lease's key and value), only while the lease
+    holds: the answer is False if it was lost. ``seq`` orders snapshots of one run:
+    a snapshot older than one already saved is not written over it."""
+
+    key: str
+    text: str
+    ttl: float | None = None
+    tx: Any = None  # a transaction from Begin: the save joins it
+    guard: tuple[str, str] | None = None
+    seq: int | None = None
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Delete ``key``; with ``guard``, only while the lease holds, and with ``release``
+    the lease row too, in the same statement (True: the lease held, both are gone)."""
+
+    key: str
+    guard: tuple[str, str] | None = None
+    release: bool = False
+
+
+@dataclass(frozen=True)
+class Touch:
+    key: str
+    ttl: float | None
+
+
+@dataclass(frozen=True)
+class Acquire:
+    """Insert ``key`` unless a live row holds it (a lease; an idempotency claim)."""
+
+    key: str
+    value: str
+    ttl: float | None
+
+
+@dataclass(frozen=True)
+class Renew:
+    """Extend a lease, only while it still holds its owner's value (the heartbeat)."""
+
+    key: str
+    value: str
+    ttl: float
+
+
+@dataclass(frozen=True)
+class Release:
+    key: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str
+
+
+@dataclass(frozen=True)
+class LoadMany:
+    keys: list[str]
+
+
+@dataclass(frozen=True)
+class DeleteMany:
+    keys: list[str]
+
+
+@dataclass(frozen=True)
+class Call:
+    """Call user code (a step, a hook); the driver awaits it in the asyncio flavour."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    limit: Timeout | None = None  # a step's attempt: TimedOut past it
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Wait ``seconds`` on the run's clock: between a step's attempts, or ``step.sleep``."""
+
+    seconds: float
+    clock: Clock
+
+
+@dataclass(frozen=True)
+class Begin:
+    """Open a transaction on the store's engine; ``session``: hand the step a Session."""
+
+    session: bool
+
+
+@dataclass(frozen=True)
+class Flush:
+    """Write a step's pending Session changes now, so their errors are the step's."""
+
+    tx: Any
+
+
+@dataclass(frozen=True)
+class Finish:
+    tx: Any
+    commit: bool
+
+
+@dataclass(frozen=True)
+class RunBody:
+    state: RunState
+
+
+@dataclass(frozen=True)
+class StartHeartbeat:
+    state: RunState
+
+
+@dataclass(frozen=True)
+class StopHeartbeat:
+    state: RunState
+
+
+Request = (
+    Load
+    | Save
+    | Delete
+    | Touch
+    | Acquire
+    | Renew
+    | Release
+    | Keys
+    | LoadMany
+    | DeleteMany
+    | Call
+    | Pause
+    | Begin
+    | Flush
+    | Finish
+    | RunBody
+    | StartHeartbeat
+    | StopHeartbeat
+)
+Plan = Generator[Request, Any, T]

@@ -1,0 +1,249 @@
+"""A run's options, and its state while it runs: outcomes, lease, waits, events."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from ..wire.documents import (
+    EncodedSteps,
+    idempotency_key_of,
+)
+from .clock import SYSTEM_CLOCK, Clock
+from .errors import DurableUsageError
+from .requests import Renew
+from .results import (
+    Result,
+)
+from .waits import WAITS, waits_of
+
+log = logging.getLogger("sqlalchemy_awaitly.durable")
+
+
+# --- a run's options and state ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VersionMismatchInfo:
+    """What ``on_version_mismatch`` is asked about."""
+
+    workflow_id: str
+    stored_version: int | float
+    requested_version: int | float
+
+
+@dataclass(frozen=True)
+class Migrated:
+    """``on_version_mismatch`` may return this: resume from ``snapshot`` instead."""
+
+    snapshot: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DurableEvent:
+    """What ``on_event`` receives: step and persistence events of one run."""
+
+    type: Literal[
+        "step_start",
+        "step_success",
+        "step_error",
+        "step_skipped",
+        "step_retry",
+        "step_retries_exhausted",
+        "step_timeout",
+        "persist_success",
+        "persist_error",
+    ]
+    workflow_id: str
+    step_key: str
+    at: datetime
+    error: BaseException | None = None
+    step_name: str = ""
+    """The step's ``name=``, else its key."""
+    attempt: int | None = None
+    """``step_retry``: the attempt about to start; ``step_retries_exhausted``: attempts made."""
+    max_attempts: int | None = None
+    delay: float | None = None
+    """``step_retry``: the seconds waited before the attempt."""
+    failure: Any = None
+    """Retry events: the failed attempt's error (the exception, or the ``Err``'s error)."""
+    timeout: float | None = None
+    """``step_timeout``: the limit, in seconds, the attempt ran past."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    workflow_id: str
+    prefix: str
+    lock_prefix: str
+    guard_scope: object
+    deps: Any = None
+    version: int | float = 1
+    metadata: dict[str, Any] = field(default_factory=dict)
+    on_version_mismatch: Callable[[VersionMismatchInfo], Any] | None = None
+    allow_concurrent: bool = False
+    lease_ttl: float = 60.0
+    heartbeat_interval: float = 20.0
+    idempotency_key: str | None = None
+    input: Any = None
+    retention: float | None = None
+    on_event: Callable[[DurableEvent], Any] | None = None
+    clock: Clock = SYSTEM_CLOCK
+
+    @property
+    def state_key(self) -> str:
+        return self.prefix + self.workflow_id
+
+    @property
+    def idempotency_row(self) -> str:
+        assert self.idempotency_key is not None
+        return idempotency_key_of(self.prefix, self.idempotency_key)
+
+
+@dataclass
+class Lease:
+    """A held lease. The heartbeat reports each renewal; the lease is lost when a
+    renewal is refused (another owner, or it expired), or when none has
+    succeeded for a whole lease time (the database was unreachable)."""
+
+    key: str
+    value: str
+    ttl: float
+    interval: float
+    lost: bool = False
+    last_renewed: float = field(default_factory=time.monotonic)
+
+    def renewed(self, answer: bool | None) -> None:
+        """``answer``: the renewal's result, or None if it raised."""
+        now = time.monotonic()
+        if answer:
+            self.last_renewed = now
+        elif answer is False or now - self.last_renewed >= self.ttl:
+            self.lost = True
+
+    def gone(self) -> bool:
+        """Lost, or not renewed for a whole lease time (a renewal may be hanging)."""
+        if not self.lost and time.monotonic() - self.last_renewed >= self.ttl:
+            self.lost = True
+        return self.lost
+
+    @property
+    def guard(self) -> tuple[str, str]:
+        return (self.key, self.value)
+
+    @property
+    def renewal(self) -> Renew:
+        return Renew(self.key, self.value, self.ttl)
+
+
+@dataclass
+class BodyOutcome:
+    value: Any = None
+    exit: Result[Any, Any] | None = None
+    raised: Exception | None = None
+
+
+class StepExit(BaseException):
+    """Ends the workflow body at a failed step; a BaseException so ``except Exception``
+    in the workflow cannot swallow it (if it is swallowed anyway, the run still ends)."""
+
+    def __init__(self, result: Result[Any, Any]) -> None:
+        super().__init__(result)
+        self.result = result
+
+
+class RunState:
+    """One run in progress: the outcomes so far, and why it must stop, if it must."""
+
+    def __init__(self, options: RunOptions, lease: Lease | None) -> None:
+        self.options = options
+        self.lease = lease
+        self.steps: dict[str, Any] = {}
+        self.encoded = EncodedSteps()
+        self.stored: set[str] = set()
+        self.seen: set[str] = set()
+        self.stored_metadata: dict[str, Any] = {}
+        self.has_row = False
+        # Steps waiting (a sleep, a retry's backoff) as the row records them, so a
+        # run resumed after a crash waits only the rest, on the same attempt count.
+        self.waits: dict[str, dict[str, int]] = {}
+        self.released = False  # the lease went with the run's row, in one statement
+        # The newest snapshot text written (or loaded): a lost reply is resolved against it.
+        self.saved_text: str | None = None
+        self.saved_seq = 0
+        self.stop: Result[Any, Any] | None = None
+        self.usage_error: DurableUsageError | None = None
+        self._seq = 0
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    @property
+    def guard(self) -> tuple[str, str] | None:
+        return None if self.lease is None else self.lease.guard
+
+    def record(self, key: str, outcome: dict[str, Any]) -> None:
+        self.steps[key] = outcome
+        self.encoded.put(key, outcome)
+
+    def forget(self, key: str) -> None:
+        del self.steps[key]
+        self.encoded.drop(key)
+
+    def resume_from(self, snapshot: dict[str, Any]) -> None:
+        self.steps = dict(snapshot["steps"])
+        for key, outcome in self.steps.items():
+            self.encoded.put(key, outcome)
+        self.stored = set(self.steps)
+        self.stored_metadata = dict(snapshot.get("metadata") or {})
+        self.waits = waits_of(self.stored_metadata, self.stored)
+        self.has_row = True
+
+    def metadata(self) -> dict[str, Any]:
+        """Stored keys kept, the run's own merged over them, ``version`` always the run's,
+        and the waits in progress (under :data:`WAITS`, which awaitly carries through)."""
+        o = self.options
+        merged = {**self.stored_metadata, **o.metadata, "version": o.version}
+        if self.waits:
+            merged[WAITS] = {"waits": dict(self.waits)}
+        else:
+            merged.pop(WAITS, None)
+        return merged
+
+    def emit(
+        self,
+        type_: Any,
+        key: str,
+        error: BaseException | None = None,
+        step_name: str = "",
+        **more: Any,
+    ) -> None:
+        hook = self.options.on_event
+        if hook is None:
+            return
+        name = step_name or key
+        try:
+            at = _utcnow()
+            event = DurableEvent(type_, self.options.workflow_id, key, at, error, name, **more)
+            answer = hook(event)
+        except Exception:
+            log.exception("on_event hook failed; the run goes on")
+            return
+        if inspect.iscoroutine(answer):
+            answer.close()
+            log.warning("on_event is called synchronously: an async hook is not awaited")
+
+    def end(self, result: Result[Any, Any]) -> StepExit:
+        if self.stop is None:
+            self.stop = result
+        return StepExit(self.stop)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)

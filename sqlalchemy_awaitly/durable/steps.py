@@ -1,0 +1,457 @@
+"""One step of a run: replayed if stored, else run (retried, timed, typed) and recorded.
+
+Written once for the sync and the asyncio runner (see ``requests.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any, Literal
+
+from ..errors import InvalidInputError
+from ..wire import json_text
+from ..wire.documents import (
+    workflow_snapshot,
+)
+from .errors import DuplicateStepKeyError, DurableUsageError
+from .replies import commit
+from .requests import (
+    Begin,
+    Call,
+    Finish,
+    Flush,
+    Pause,
+    Plan,
+    Save,
+)
+from .results import (
+    Err,
+    LeaseExpired,
+    Ok,
+    PersistenceFailed,
+    Result,
+    UnexpectedError,
+)
+from .retry import Retry
+from .state import (
+    RunState,
+    StepExit,
+)
+from .timeout import UNSET, TimedOut, Timeout, TimeoutInfo
+from .values import (
+    check_json,
+    nothing_outcome,
+    raised_failure,
+    replay,
+    returned_failure,
+    success_outcome,
+    text_of,
+    timeout_failure,
+)
+
+log = logging.getLogger("sqlalchemy_awaitly.durable")
+
+
+@dataclass(frozen=True)
+class ErrorMap:
+    """How ``step.try_``, ``from_result`` and ``from_nullable`` type a failure: as
+    ``error``, or as ``on_error(what failed)`` (``on_error()`` for a None)."""
+
+    kind: Literal["try", "result", "nullable"]
+    error: Any = UNSET
+    on_error: Callable[..., Any] | None = None
+
+
+@dataclass(slots=True)
+class StepSpec:
+    """One step as the workflow asked for it.
+
+    ``session`` None: a plain step. Else a transactional one, handed a
+    Connection (False) or Session (True) whose transaction also writes the
+    checkpoint, so its database writes and its record commit together.
+    ``pause``: a ``step.sleep``, which waits that many seconds instead of calling.
+    """
+
+    key: str
+    fn: Callable[..., Any] | None
+    session: bool | None = None
+    name: str | None = None
+    retry: Retry | int | None = None
+    pause: float | timedelta | None = None
+    errors: ErrorMap | None = None
+    timeout: Timeout | float | timedelta | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.key
+
+    def checked(self) -> StepSpec:
+        """This step with its options checked: ``retry=3`` is ``Retry(3)``, a pause in
+        seconds; what is wrong raises (the caller makes it the run's usage error)."""
+        plain = self.retry is None and self.pause is None and self.name is None
+        plain = plain and self.errors is None and self.timeout is None
+        if plain and type(self.key) is str and self.key:
+            return self  # a plain step, as most are
+        if not isinstance(self.key, str) or not self.key:
+            raise DurableUsageError(f"a step key must be a non-empty str, got {self.key!r}")
+        if self.name is not None and (not isinstance(self.name, str) or not self.name):
+            raise DurableUsageError(f"a step name must be a non-empty str, got {self.name!r}")
+        errors = self.errors
+        if errors is not None and (errors.error is UNSET) == (errors.on_error is None):
+            raise DurableUsageError(
+                f"step {self.key!r}: give error= or on_error= (one of them) for the typed error"
+            )
+        if errors is not None and errors.on_error is not None and not callable(errors.on_error):
+            raise DurableUsageError(f"step {self.key!r}: on_error must be callable")
+        retry = self.retry
+        try:
+            if isinstance(retry, int) and not isinstance(retry, bool):
+                retry = Retry(retry)
+            elif retry is not None and not isinstance(retry, Retry):
+                raise TypeError(f"retry must be a Retry or an int, got {type(retry).__name__}")
+            pause = None if self.pause is None else _pause_seconds(self.pause)
+            timeout = self.timeout
+            if timeout is not None and not isinstance(timeout, Timeout):
+                timeout = Timeout(timeout)
+        except (TypeError, ValueError) as e:
+            raise DurableUsageError(f"step {self.key!r}: {e}") from e
+        if retry is self.retry and pause is None and timeout is self.timeout:
+            return self  # nothing to convert
+        return replace(self, retry=retry, pause=pause, timeout=timeout)
+
+
+def _pause_seconds(value: object) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"a sleep is seconds or a timedelta, got {type(value).__name__}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise InvalidInputError(f"a sleep must be finite and not negative, got {value!r}")
+    return float(seconds)
+
+
+def step_plan(state: RunState, spec: StepSpec) -> Plan[Any]:
+    """One step: replay it if stored, else run it and record its outcome."""
+    o = state.options
+    try:
+        spec = spec.checked()
+    except DurableUsageError as e:
+        raise _usage(state, e) from None
+    key = spec.key
+    if key in state.seen:
+        raise _usage(
+            state,
+            DuplicateStepKeyError(
+                f"step key {key!r} is used twice in workflow {o.workflow_id!r}: "
+                "every step needs its own key"
+            ),
+        )
+    state.seen.add(key)
+    if state.usage_error is not None:  # swallowed by the workflow: it still ends the run
+        raise state.usage_error
+    if state.stop is not None:
+        raise StepExit(state.stop)
+    if state.lease is not None and state.lease.gone():
+        raise state.end(Err(LeaseExpired(o.workflow_id)))
+    name = spec.label
+    if key in state.stored:
+        state.emit("step_skipped", key, step_name=name)
+        answer = replay(state.steps[key])
+        if isinstance(answer, Err):
+            raise state.end(answer)
+        return json_text.copy_of(answer)
+    recorded = False
+    try:
+        result = yield from _run_and_record(state, spec)
+        recorded = True
+    finally:
+        if not recorded:  # interrupted before its record: the step may be run again
+            state.seen.discard(key)
+    state.has_row = True
+    state.emit("persist_success", key, step_name=name)
+    if isinstance(result, Err):
+        cause = result.cause if isinstance(result.cause, Exception) else None
+        state.emit("step_error", key, cause, step_name=name)
+        raise state.end(result)
+    state.emit("step_success", key, step_name=name)
+    return result.value
+
+
+_NOTHING = object()  # what a sleep "returns": stored as awaitly's ok(undefined)
+
+
+def _run_and_record(state: RunState, spec: StepSpec) -> Plan[Result[Any, Any]]:
+    o = state.options
+    key, name = spec.key, spec.label
+    state.emit("step_start", key, step_name=name)
+    tx = None
+    if spec.session is not None:
+        try:
+            tx = yield Begin(spec.session)
+        except DurableUsageError as e:
+            raise _usage(state, e) from None
+        except Exception as e:
+            state.emit("persist_error", key, e, step_name=name)
+            raise state.end(Err(PersistenceFailed(o.workflow_id, "save", e))) from None
+    try:
+        try:
+            if spec.pause is not None:
+                assert isinstance(spec.pause, float)  # checked() made it seconds
+                yield from _wait(state, spec, spec.pause)
+                raw: Any = _NOTHING
+            else:
+                assert spec.fn is not None
+                args = () if tx is None else (tx.resource,)
+                if spec.retry is None and spec.errors is None and spec.timeout is None:
+                    raw = yield Call(spec.fn, args)
+                else:
+                    raw = yield from _attempts(state, spec, args)
+            if tx is not None and not isinstance(raw, Err):
+                yield Flush(tx)
+        except DurableUsageError as e:
+            raise _usage(state, e) from None
+        except Exception as e:
+            failed: Result[Any, Any] = Err(UnexpectedError(f"{type(e).__name__}: {text_of(e)}"), e)
+            outcome, result = raised_failure(e), failed
+        else:
+            outcome, result = _outcome_of(state, key, raw)
+        state.waits.pop(key, None)  # ended: its checkpoint forgets the wait
+        state.record(key, outcome)
+        text = workflow_snapshot(o.workflow_id, state.encoded, key, state.metadata())
+        seq = state.next_seq()
+        try:
+            if tx is not None and result.ok:
+                saved = yield Save(o.state_key, text, None, tx, state.guard, seq)
+                if saved is not False:
+                    tx, done = None, tx
+                    yield from commit(done, o.state_key, text)
+            else:
+                if tx is not None:
+                    tx, done = None, tx
+                    try:
+                        yield Finish(done, False)
+                    except Exception:  # closing the connection rolls back anyway
+                        log.warning("rollback of step %r failed", key, exc_info=True)
+                saved = yield Save(o.state_key, text, None, None, state.guard, seq)
+        except Exception as e:
+            state.forget(key)
+            state.emit("persist_error", key, e, step_name=name)
+            raise state.end(Err(PersistenceFailed(o.workflow_id, "save", e))) from None
+        if saved is not False and seq > state.saved_seq:
+            state.saved_text, state.saved_seq = text, seq
+        if saved is False:  # the lease changed hands: this owner may write no more
+            state.forget(key)
+            assert state.lease is not None
+            state.lease.lost = True
+            raise state.end(Err(LeaseExpired(o.workflow_id)))
+    finally:
+        if tx is not None:  # rolled back: raised past us, or the lease was lost
+            yield Finish(tx, False)
+    return result
+
+
+def _attempts(state: RunState, spec: StepSpec, args: tuple[Any, ...]) -> Plan[Any]:
+    """Call the step's function, again after a failure while its retry policy allows;
+    the last attempt's answer, or its exception. Only that outcome is recorded.
+
+    Each attempt's outcome is typed first (``step.try_`` and its kin), as awaitly
+    does, so ``should_retry`` sees the typed error.
+    """
+    assert spec.fn is not None
+    errors = spec.errors
+    limit = spec.timeout
+    assert limit is None or isinstance(limit, Timeout)  # checked() made it one
+    attempt = 1
+    waiting = state.waits.get(spec.key)
+    if isinstance(spec.retry, Retry) and waiting is not None and "attempt" in waiting:
+        # Resumed in a retry's backoff: the budget goes on, after the rest of the wait.
+        attempt = min(waiting["attempt"], spec.retry.attempts - 1) + 1
+        yield Pause(_remaining(state, waiting), state.options.clock)
+    while True:
+        exc: Exception | None = None
+        timed_out = False
+        try:
+            raw = yield Call(spec.fn, args, limit)
+        except DurableUsageError:
+            raise
+        except TimedOut:
+            assert limit is not None
+            if limit.on_timeout == "option":
+                yield from _timed_out(state, spec, limit, attempt)
+                return _NOTHING  # awaitly: succeeds with no value, never retried
+            failure = yield from _timed_out(state, spec, limit, attempt)
+            raw, timed_out = Err(failure, failure), True
+        except Exception as e:
+            if errors is None or errors.kind != "try":
+                exc, raw = e, None
+            else:
+                raw = Err((yield from _typed_error(errors, e)), e)
+                if spec.retry is None:  # awaitly: a throw it caught, unless it retries
+                    return Thrown(raw)
+        else:
+            if errors is not None:
+                raw = yield from _typed(errors, raw)
+            if not isinstance(raw, Err):
+                return raw
+        failure = exc if exc is not None else raw.error
+        if not (yield from _retrying(state, spec, attempt, failure, exc)):
+            if exc is not None:
+                raise exc
+            return Thrown(raw, timed_out=True) if timed_out else raw
+        attempt += 1
+        if state.lease is not None and state.lease.gone():  # lost while waiting
+            raise state.end(Err(LeaseExpired(state.options.workflow_id)))
+
+
+@dataclass(frozen=True)
+class Thrown:
+    """A failure awaitly records as thrown (``origin`` ``throw``): the typed error
+    ``step.try_`` made of an exception, or a timeout's failure."""
+
+    err: Err[Any]
+    timed_out: bool = False
+
+
+def _wait(
+    state: RunState, spec: StepSpec, seconds: float, attempt: int | None = None
+) -> Plan[None]:
+    """Wait ``seconds`` (a sleep; the backoff after failed ``attempt``), recording first
+    when it ends; a sleep resumed after a crash waits only what was left of it."""
+    clock = state.options.clock
+    waiting = state.waits.get(spec.key)
+    if attempt is None and waiting is not None and "attempt" not in waiting:
+        yield Pause(_remaining(state, waiting), clock)
+        return
+    until = math.ceil((clock.time() + seconds) * 1000)
+    record = {"until": until} if attempt is None else {"attempt": attempt, "until": until}
+    yield from _remember(state, spec, record)
+    yield Pause(seconds, clock)
+
+
+def _remaining(state: RunState, waiting: dict[str, int]) -> float:
+    return max(0.0, waiting["until"] / 1000 - state.options.clock.time())
+
+
+def _remember(state: RunState, spec: StepSpec, record: dict[str, int]) -> Plan[None]:
+    """Save the snapshot with ``record`` as the step's wait, under the lease, as a
+    checkpoint is saved: a lost lease or a failed save ends the run."""
+    o = state.options
+    state.waits[spec.key] = record
+    text = workflow_snapshot(o.workflow_id, state.encoded, spec.key, state.metadata())
+    seq = state.next_seq()
+    try:
+        saved = yield Save(o.state_key, text, None, None, state.guard, seq)
+    except Exception as e:
+        state.emit("persist_error", spec.key, e, step_name=spec.label)
+        raise state.end(Err(PersistenceFailed(o.workflow_id, "save", e))) from None
+    if saved is False:
+        assert state.lease is not None
+        state.lease.lost = True
+        raise state.end(Err(LeaseExpired(o.workflow_id)))
+    if seq > state.saved_seq:
+        state.saved_text, state.saved_seq = text, seq
+    state.has_row = True
+
+
+def _timed_out(state: RunState, spec: StepSpec, limit: Timeout, attempt: int) -> Plan[Any]:
+    """An attempt ran past ``limit``: the ``step_timeout`` event, and the failure value."""
+    name = spec.label
+    state.emit("step_timeout", spec.key, step_name=name, attempt=attempt, timeout=limit.limit)
+    if limit.on_timeout == "option":
+        return None
+    if callable(limit.on_timeout):
+        info = TimeoutInfo(name, spec.key, limit.limit, attempt)
+        return (yield Call(limit.on_timeout, (info,)))
+    return limit.failure(name, spec.key, attempt)
+
+
+def _typed_error(errors: ErrorMap, failed: Any) -> Plan[Any]:
+    if errors.on_error is None:
+        return errors.error
+    args = () if errors.kind == "nullable" else (failed,)
+    return (yield Call(errors.on_error, args))
+
+
+def _typed(errors: ErrorMap, raw: Any) -> Plan[Any]:
+    """A returned value, as ``from_result`` (an ``Err`` typed) or ``from_nullable``
+    (None typed) makes it; ``try_`` keeps it as it is."""
+    if errors.kind == "result":
+        if isinstance(raw, Err):
+            return Err((yield from _typed_error(errors, raw.error)), raw.error)
+        if not isinstance(raw, Ok):
+            raise DurableUsageError(
+                f"from_result needs a function that returns Ok or Err, got {type(raw).__name__}"
+            )
+        return raw
+    if errors.kind == "nullable" and (raw is None or (isinstance(raw, Ok) and raw.value is None)):
+        return Err((yield from _typed_error(errors, None)))
+    return raw
+
+
+def _retrying(
+    state: RunState, spec: StepSpec, attempt: int, failure: Any, exc: Exception | None
+) -> Plan[bool]:
+    """After failed ``attempt``: wait and say True if another is due (awaitly's order:
+    ``should_retry``, the ``step_retry`` event, ``on_retry``, the wait)."""
+    retry = spec.retry
+    if retry is None:
+        return False
+    assert isinstance(retry, Retry)  # checked() made it one
+    name = spec.label
+    if attempt < retry.attempts and (
+        retry.should_retry is None or bool((yield Call(retry.should_retry, (failure, attempt))))
+    ):
+        delay = retry.delay(attempt, state.options.clock.random())
+        state.emit(
+            "step_retry",
+            spec.key,
+            exc,
+            step_name=name,
+            attempt=attempt + 1,
+            max_attempts=retry.attempts,
+            delay=delay,
+            failure=failure,
+        )
+        if retry.on_retry is not None:
+            yield Call(retry.on_retry, (failure, attempt, delay))
+        yield from _wait(state, spec, delay, attempt)
+        return True
+    if retry.attempts > 1:
+        state.emit(
+            "step_retries_exhausted",
+            spec.key,
+            exc,
+            step_name=name,
+            attempt=attempt,
+            max_attempts=retry.attempts,
+            failure=failure,
+        )
+    return False
+
+
+def _outcome_of(state: RunState, key: str, raw: Any) -> tuple[dict[str, Any], Result[Any, Any]]:
+    if raw is _NOTHING:
+        return nothing_outcome(), Ok(None)
+    try:
+        if isinstance(raw, Thrown):
+            check_json(raw.err.error, f"the error value of step {key!r}")
+            err = json_text.copy_of(raw.err)
+            stored = timeout_failure(err.error) if raw.timed_out else returned_failure(err, "throw")
+            return stored, raw.err
+        if isinstance(raw, Err):
+            check_json(raw.error, f"the error value of step {key!r}")
+            return returned_failure(json_text.copy_of(raw)), raw
+        value = raw.value if isinstance(raw, Ok) else raw
+        check_json(value, f"the value of step {key!r}")
+        return success_outcome(json_text.copy_of(value)), Ok(value)
+    except DurableUsageError as e:
+        raise _usage(state, e) from None
+
+
+def _usage(state: RunState, error: DurableUsageError) -> DurableUsageError:
+    if state.usage_error is None:
+        state.usage_error = error
+    return error
