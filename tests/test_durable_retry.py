@@ -610,3 +610,13 @@ def test_a_malformed_wait_record_is_ignored(durable_env: Env) -> None:
     again = FakeClock()
     assert durable_env.run(body, id="wf-nap-bad", clock=again) == Err("STOP")
     assert again.waits == [5.0]  # slept in full, as awaitly would
+
+
+def test_try_takes_a_time_limit_too(durable_env: Env, slow: Slow) -> None:
+    def body(deps: Any) -> Any:
+        yield With("t", slow.fn(), form="try_", error="RAISED", timeout=LIMIT)
+
+    result = durable_env.run(body, id="wf-try-timeout")
+    assert isinstance(result, Err) and result.error["type"] == "STEP_TIMEOUT"
+    entry = stored(durable_env, "wf-try-timeout")["t"]
+    assert entry["meta"] == {"origin": "throw"} and entry["cause"]["value"] == result.error

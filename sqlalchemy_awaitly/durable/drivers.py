@@ -408,11 +408,12 @@ class Step:
         on_error: Callable[[Exception], Any] | None = None,
         name: str | None = None,
         retry: Retry | int | None = None,
+        timeout: Timeout | float | timedelta | None = None,
     ) -> Any:
         """Run ``fn``; an exception it raises becomes ``Err(error)`` (or
         ``Err(on_error(exception))``), with the exception as its cause."""
         errors = ErrorMap("try", error, on_error)
-        spec = StepSpec(key, fn, None, name, retry, errors=errors)
+        spec = StepSpec(key, fn, None, name, retry, errors=errors, timeout=timeout)
         return drive(step_plan(self._state, spec), self._io)
 
     def from_result(
@@ -636,10 +637,11 @@ class AsyncStep:
         on_error: Callable[[Exception], Any] | None = None,
         name: str | None = None,
         retry: Retry | int | None = None,
+        timeout: Timeout | float | timedelta | None = None,
     ) -> Any:
         """See :meth:`Step.try_`; ``fn`` and ``on_error`` may be async."""
         errors = ErrorMap("try", error, on_error)
-        spec = StepSpec(key, fn, None, name, retry, errors=errors)
+        spec = StepSpec(key, fn, None, name, retry, errors=errors, timeout=timeout)
         return await adrive(step_plan(self._state, spec), self._io)
 
     async def from_result(

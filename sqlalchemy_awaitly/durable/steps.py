@@ -289,8 +289,8 @@ def _attempts(state: RunState, spec: StepSpec, args: tuple[Any, ...]) -> Plan[An
                 exc, raw = e, None
             else:
                 raw = Err((yield from _typed_error(errors, e)), e)
-                if spec.retry is None:  # awaitly: a throw it caught, unless it retries
-                    return Thrown(raw)
+                if spec.retry is None and spec.timeout is None:
+                    return Thrown(raw)  # awaitly: a caught throw, unless retried or timed
         else:
             if errors is not None:
                 raw = yield from _typed(errors, raw)
