@@ -12,7 +12,7 @@ import pytest
 
 from sqlalchemy_awaitly import durable
 from sqlalchemy_awaitly.durable import MemoryStore
-from sqlalchemy_awaitly.durable.heartbeat import heartbeats
+from sqlalchemy_awaitly.durable.heartbeat import Heartbeats, heartbeats
 from sqlalchemy_awaitly.durable.requests import Renew
 from sqlalchemy_awaitly.durable.state import Lease
 
@@ -132,3 +132,22 @@ def test_a_run_longer_than_an_interval_keeps_its_lease() -> None:
 
     result = durable.run(None, body, id="long", store=store, lease_ttl=1.0, heartbeat_interval=0.05)
     assert result.ok and result.value == "done"
+
+
+def test_the_timer_ends_once_no_run_waits() -> None:
+    timer = Heartbeats(idle=0.05)
+    first = timer.start(lambda r: True, lease(30.0))
+    second = timer.start(lambda r: True, lease(30.0))
+    timer.stop(first)
+    assert timer.running  # a run still waits
+    timer.stop(second)
+    deadline = time.monotonic() + WAIT
+    while timer.running:
+        assert time.monotonic() < deadline, "the idle timer never ended"
+        time.sleep(0.01)
+    renewed = threading.Event()
+    again = timer.start(lambda r: renewed.set() or True, lease(0.02))  # a new timer
+    try:
+        assert renewed.wait(WAIT)
+    finally:
+        timer.stop(again)

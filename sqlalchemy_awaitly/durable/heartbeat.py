@@ -68,9 +68,15 @@ class Pending:
 
 
 class Heartbeats:
-    """The process-wide timer that starts each run's renewal thread when it is due."""
+    """The process-wide timer that starts each run's renewal thread when it is due.
 
-    def __init__(self) -> None:
+    The timer ends once no run has waited for ``idle`` seconds, so a process
+    that has stopped running workflows (a server's parent about to fork its
+    workers, say) is not left with a thread of ours.
+    """
+
+    def __init__(self, idle: float = 5.0) -> None:
+        self._idle = idle
         self._reset()
         os.register_at_fork(after_in_child=self._reset)
 
@@ -78,14 +84,22 @@ class Heartbeats:
         # A forked child has none of its parent's threads, and none of its runs.
         self._due = threading.Condition()
         self._heap: list[tuple[float, int, Pending]] = []
+        self._waiting = 0  # entries on the heap neither cancelled nor started
         self._serial = itertools.count()
         self._timer: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the timer thread is there (for the tests)."""
+        with self._due:
+            return self._timer is not None
 
     def start(self, renew: Renewal, lease: Lease) -> Pending:
         pending = Pending(renew, lease)
         with self._due:
             when = time.monotonic() + lease.interval
             heapq.heappush(self._heap, (when, next(self._serial), pending))
+            self._waiting += 1
             if self._timer is None:
                 self._timer = threading.Thread(
                     target=self._run, name="awaitly-lease-timer", daemon=True
@@ -97,8 +111,13 @@ class Heartbeats:
 
     def stop(self, pending: Pending) -> None:
         with self._due:
-            pending.cancelled = True  # left on the heap: dropped when it comes due
             thread = pending.thread
+            if thread is None and not pending.cancelled:
+                pending.cancelled = True  # left on the heap: dropped when it comes due
+                self._waiting -= 1
+                if self._waiting == 0:  # only cancelled entries: drop them all now
+                    self._heap.clear()
+                    self._due.notify()
         if thread is not None:
             thread.stop()
 
@@ -111,9 +130,11 @@ class Heartbeats:
                         heapq.heappop(heap)
                     elif heap:
                         due.wait(heap[0][0] - time.monotonic())
-                    else:
-                        due.wait()
+                    elif not due.wait(self._idle) and not heap:
+                        self._timer = None  # idle: a new run starts a new timer
+                        return
                 pending = heapq.heappop(heap)[2]
+                self._waiting -= 1
                 pending.thread = RenewalThread(pending.renew, pending.lease)
                 pending.thread.start()
 
