@@ -352,16 +352,26 @@ class SyncIO:
             heartbeats.stop(beat)
 
 
-class Step:
-    """What the workflow calls: ``step(fn, key=...)``, ``step.transaction(fn, key=...)``."""
+R = TypeVar("R")
 
-    def __init__(self, state: RunState, io: SyncIO) -> None:
+
+class StepForms(Generic[R]):
+    """What the workflow calls: ``step(fn, key=...)`` and the other forms, written once.
+
+    Each form builds the step's :class:`StepSpec`; :meth:`_go` runs its plan, with
+    blocking calls (:class:`Step`, the answer) or with ``await`` (:class:`AsyncStep`,
+    an awaitable of it). In the asyncio flavour ``fn`` and the hooks may be async.
+    """
+
+    def __init__(self, state: RunState) -> None:
         self._state = state
-        self._io = io
 
     @property
     def workflow_id(self) -> str:
         return self._state.options.workflow_id
+
+    def _go(self, spec: StepSpec) -> R:
+        raise NotImplementedError
 
     def __call__(
         self,
@@ -371,15 +381,14 @@ class Step:
         name: str | None = None,
         retry: Retry | int | None = None,
         timeout: Timeout | float | timedelta | None = None,
-    ) -> Any:
+    ) -> R:
         """Run ``fn`` once under ``key``; on a rerun return its stored outcome instead.
 
         ``retry``: try it again after a failure (``Retry(attempts, ...)``, or the
         number of attempts); only the last attempt's outcome is recorded.
         ``timeout``: a limit per attempt (``Timeout(seconds, ...)``, or seconds).
         """
-        spec = StepSpec(key, fn, None, name, retry, timeout=timeout)
-        return drive(step_plan(self._state, spec), self._io)
+        return self._go(StepSpec(key, fn, None, name, retry, timeout=timeout))
 
     def transaction(
         self,
@@ -388,16 +397,16 @@ class Step:
         key: str,
         session: bool = False,
         name: str | None = None,
-    ) -> Any:
-        """Run ``fn(connection)`` (``fn(session)`` with ``session=True``) in a transaction
-        that also writes this step's checkpoint: both commit, or neither does."""
-        return drive(step_plan(self._state, StepSpec(key, fn, session, name)), self._io)
+    ) -> R:
+        """Run ``fn(connection)`` (``fn(session)`` with ``session=True``; in asyncio an
+        ``AsyncConnection`` or ``AsyncSession``) in a transaction that also writes this
+        step's checkpoint: both commit, or neither does."""
+        return self._go(StepSpec(key, fn, session, name))
 
-    def sleep(self, duration: float | timedelta, *, key: str, name: str | None = None) -> None:
+    def sleep(self, duration: float | timedelta, *, key: str, name: str | None = None) -> R:
         """Wait ``duration`` (seconds or a ``timedelta``) as a step: a rerun after it
-        ended does not wait again."""
-        spec = StepSpec(key, None, None, name, pause=duration)
-        drive(step_plan(self._state, spec), self._io)
+        ended does not wait again (asyncio: without blocking the loop)."""
+        return self._go(StepSpec(key, None, None, name, pause=duration))
 
     def try_(
         self,
@@ -409,12 +418,11 @@ class Step:
         name: str | None = None,
         retry: Retry | int | None = None,
         timeout: Timeout | float | timedelta | None = None,
-    ) -> Any:
+    ) -> R:
         """Run ``fn``; an exception it raises becomes ``Err(error)`` (or
         ``Err(on_error(exception))``), with the exception as its cause."""
         errors = ErrorMap("try", error, on_error)
-        spec = StepSpec(key, fn, None, name, retry, errors=errors, timeout=timeout)
-        return drive(step_plan(self._state, spec), self._io)
+        return self._go(StepSpec(key, fn, None, name, retry, errors=errors, timeout=timeout))
 
     def from_result(
         self,
@@ -424,11 +432,10 @@ class Step:
         error: Any = UNSET,
         on_error: Callable[[Any], Any] | None = None,
         name: str | None = None,
-    ) -> Any:
+    ) -> R:
         """Run ``fn``, which returns ``Ok`` or ``Err``; an ``Err(e)`` becomes ``Err(error)``
         (or ``Err(on_error(e))``), with ``e`` as its cause."""
-        spec = StepSpec(key, fn, None, name, errors=ErrorMap("result", error, on_error))
-        return drive(step_plan(self._state, spec), self._io)
+        return self._go(StepSpec(key, fn, None, name, errors=ErrorMap("result", error, on_error)))
 
     def from_nullable(
         self,
@@ -438,10 +445,21 @@ class Step:
         error: Any = UNSET,
         on_null: Callable[[], Any] | None = None,
         name: str | None = None,
-    ) -> Any:
+    ) -> R:
         """Run ``fn``; if it returns None the step fails with ``Err(error)`` (or
         ``Err(on_null())``)."""
-        spec = StepSpec(key, fn, None, name, errors=ErrorMap("nullable", error, on_null))
+        errors = ErrorMap("nullable", error, on_null)
+        return self._go(StepSpec(key, fn, None, name, errors=errors))
+
+
+class Step(StepForms[Any]):
+    """The sync ``step``: each form returns the step's value."""
+
+    def __init__(self, state: RunState, io: SyncIO) -> None:
+        super().__init__(state)
+        self._io = io
+
+    def _go(self, spec: StepSpec) -> Any:
         return drive(step_plan(self._state, spec), self._io)
 
 
@@ -585,87 +603,12 @@ class AsyncIO:
             raise
 
 
-class AsyncStep:
+class AsyncStep(StepForms[Awaitable[Any]]):
     """The asyncio ``step``: ``await step(fn, key=...)``; ``fn`` may be sync or async."""
 
     def __init__(self, state: RunState, io: AsyncIO) -> None:
-        self._state = state
+        super().__init__(state)
         self._io = io
 
-    @property
-    def workflow_id(self) -> str:
-        return self._state.options.workflow_id
-
-    async def __call__(
-        self,
-        fn: Callable[[], Any | Awaitable[Any]],
-        *,
-        key: str,
-        name: str | None = None,
-        retry: Retry | int | None = None,
-        timeout: Timeout | float | timedelta | None = None,
-    ) -> Any:
-        spec = StepSpec(key, fn, None, name, retry, timeout=timeout)
-        return await adrive(step_plan(self._state, spec), self._io)
-
-    async def transaction(
-        self,
-        fn: Callable[[Any], Awaitable[Any]],
-        *,
-        key: str,
-        session: bool = False,
-        name: str | None = None,
-    ) -> Any:
-        """``await fn(connection)`` (an ``AsyncConnection``, or ``AsyncSession`` with
-        ``session=True``) in a transaction that also writes this step's checkpoint."""
-        spec = StepSpec(key, fn, session, name)
-        return await adrive(step_plan(self._state, spec), self._io)
-
-    async def sleep(
-        self, duration: float | timedelta, *, key: str, name: str | None = None
-    ) -> None:
-        """Wait ``duration`` without blocking the loop, as a step (see :meth:`Step.sleep`)."""
-        spec = StepSpec(key, None, None, name, pause=duration)
-        await adrive(step_plan(self._state, spec), self._io)
-
-    async def try_(
-        self,
-        fn: Callable[[], Any | Awaitable[Any]],
-        *,
-        key: str,
-        error: Any = UNSET,
-        on_error: Callable[[Exception], Any] | None = None,
-        name: str | None = None,
-        retry: Retry | int | None = None,
-        timeout: Timeout | float | timedelta | None = None,
-    ) -> Any:
-        """See :meth:`Step.try_`; ``fn`` and ``on_error`` may be async."""
-        errors = ErrorMap("try", error, on_error)
-        spec = StepSpec(key, fn, None, name, retry, errors=errors, timeout=timeout)
-        return await adrive(step_plan(self._state, spec), self._io)
-
-    async def from_result(
-        self,
-        fn: Callable[[], Any | Awaitable[Any]],
-        *,
-        key: str,
-        error: Any = UNSET,
-        on_error: Callable[[Any], Any] | None = None,
-        name: str | None = None,
-    ) -> Any:
-        """See :meth:`Step.from_result`."""
-        spec = StepSpec(key, fn, None, name, errors=ErrorMap("result", error, on_error))
-        return await adrive(step_plan(self._state, spec), self._io)
-
-    async def from_nullable(
-        self,
-        fn: Callable[[], Any | Awaitable[Any]],
-        *,
-        key: str,
-        error: Any = UNSET,
-        on_null: Callable[[], Any] | None = None,
-        name: str | None = None,
-    ) -> Any:
-        """See :meth:`Step.from_nullable`."""
-        spec = StepSpec(key, fn, None, name, errors=ErrorMap("nullable", error, on_null))
-        return await adrive(step_plan(self._state, spec), self._io)
+    def _go(self, spec: StepSpec) -> Awaitable[Any]:
+        return adrive(step_plan(self._state, spec), self._io)
