@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from durable_harness import Env, Sleep, With
+from fake_clock import FakeClock
 
 from sqlalchemy_awaitly import InvalidInputError
 from sqlalchemy_awaitly.durable import (
@@ -26,28 +27,6 @@ from sqlalchemy_awaitly.durable import (
     Timeout,
     TimeoutInfo,
 )
-
-
-class FakeClock:
-    """Waits by writing down how long and moving its time on; ``random()`` is fixed."""
-
-    def __init__(self, random: float = 0.0, now: float = 1_800_000_000.0) -> None:
-        self.waits: list[float] = []
-        self._random = random
-        self.now = now
-
-    def time(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-
-    async def asleep(self, seconds: float) -> None:
-        self.sleep(seconds)
-
-    def random(self) -> float:
-        return self._random
 
 
 class Flaky:

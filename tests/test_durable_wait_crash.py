@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_clock import FakeClock
 
 from sqlalchemy_awaitly import SQLAlchemyKeyValueStore, durable
 from sqlalchemy_awaitly.durable import DurableEvent, Err
@@ -28,27 +29,6 @@ WAIT = 600.0
 BOUND = 60.0  # every wait for the worker: a bug fails the test instead of hanging it
 
 pytestmark = pytest.mark.slow
-
-
-class InjectedClock:
-    """The real time at the start; waits are written down and move it on."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-        self.waits: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-
-    async def asleep(self, seconds: float) -> None:
-        self.sleep(seconds)
-
-    def random(self) -> float:
-        return 0.0
 
 
 def killed_while_waiting(url: str, table: str, workflow_id: str, mode: str) -> dict[str, Any]:
@@ -92,7 +72,7 @@ def database(request: pytest.FixtureRequest, sqlite_url: str) -> str:
 def test_a_sleep_killed_midway_sleeps_only_the_rest(database: str, table_name: str) -> None:
     record = killed_while_waiting(database, table_name, "wf-killed-nap", "sleep")
     assert set(record) == {"nap"}
-    clock = InjectedClock()
+    clock = FakeClock(now=time.time())
     left = record["nap"]["until"] / 1000 - clock.now
     assert WAIT - BOUND < left <= WAIT
     with SQLAlchemyKeyValueStore(database, table_name=table_name) as store:
@@ -104,7 +84,7 @@ def test_a_sleep_killed_midway_sleeps_only_the_rest(database: str, table_name: s
 def test_a_backoff_killed_midway_keeps_the_attempts_made(database: str, table_name: str) -> None:
     record = killed_while_waiting(database, table_name, "wf-killed-retry", "retry")
     assert record["call"]["attempt"] == 1
-    clock = InjectedClock()
+    clock = FakeClock(now=time.time())
     events: list[DurableEvent] = []
     calls: list[int] = []
 
