@@ -237,16 +237,8 @@ def _run_and_record(state: RunState, spec: StepSpec) -> Plan[Result[Any, Any]]:
                         log.warning("rollback of step %r failed", key, exc_info=True)
                 saved = yield Save(o.state_key, text, None, None, state.guard, seq)
         except Exception as e:
-            state.forget(key)
-            state.emit("persist_error", key, e, step_name=name)
-            raise state.end(Err(PersistenceFailed(o.workflow_id, "save", e))) from None
-        if saved is not False and seq > state.saved_seq:
-            state.saved_text, state.saved_seq = text, seq
-        if saved is False:  # the lease changed hands: this owner may write no more
-            state.forget(key)
-            assert state.lease is not None
-            state.lease.lost = True
-            raise state.end(Err(LeaseExpired(o.workflow_id)))
+            raise _unsaved(state, spec, e) from None
+        _saved(state, spec, text, seq, saved)
     finally:
         if tx is not None:  # rolled back: raised past us, or the lease was lost
             yield Finish(tx, False)
@@ -345,15 +337,31 @@ def _remember(state: RunState, spec: StepSpec, record: dict[str, int]) -> Plan[N
     try:
         saved = yield Save(o.state_key, text, None, None, state.guard, seq)
     except Exception as e:
-        state.emit("persist_error", spec.key, e, step_name=spec.label)
-        raise state.end(Err(PersistenceFailed(o.workflow_id, "save", e))) from None
-    if saved is False:
+        raise _unsaved(state, spec, e) from None
+    _saved(state, spec, text, seq, saved)
+    state.has_row = True
+
+
+def _unsaved(state: RunState, spec: StepSpec, error: Exception) -> StepExit:
+    """A snapshot that could not be saved ends the run (the step's outcome, if recorded,
+    is dropped: it was not stored)."""
+    if spec.key in state.steps:
+        state.forget(spec.key)
+    state.emit("persist_error", spec.key, error, step_name=spec.label)
+    return state.end(Err(PersistenceFailed(state.options.workflow_id, "save", error)))
+
+
+def _saved(state: RunState, spec: StepSpec, text: str, seq: int, saved: object) -> None:
+    """After a save under the lease: the newest text written is kept (a lost reply is
+    resolved against it); False, the lease changed hands, ends the run."""
+    if saved is False:  # this owner may write no more
+        if spec.key in state.steps:
+            state.forget(spec.key)
         assert state.lease is not None
         state.lease.lost = True
-        raise state.end(Err(LeaseExpired(o.workflow_id)))
+        raise state.end(Err(LeaseExpired(state.options.workflow_id)))
     if seq > state.saved_seq:
         state.saved_text, state.saved_seq = text, seq
-    state.has_row = True
 
 
 def _timed_out(state: RunState, spec: StepSpec, limit: Timeout, attempt: int) -> Plan[Any]:
