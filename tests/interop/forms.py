@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any
 
+from runs import print_result, until_free
 from sqlalchemy import create_engine, text
 
 from sqlalchemy_awaitly import SQLAlchemyKeyValueStore, durable
@@ -90,18 +91,11 @@ def failing(step: Any, deps: Any) -> Any:
 
 
 store = SQLAlchemyKeyValueStore(config["url"], table_name=config["table"])
-for _ in range(100):
-    result = durable.run(
+result = until_free(
+    lambda: durable.run(
         None, failing if config.get("failing") else forms, id=config["id"], store=store, lease_ttl=1
     )
-    if not (
-        isinstance(result, durable.Err) and isinstance(result.error, durable.ConcurrentExecution)
-    ):
-        break
-    time.sleep(0.1)  # a killed holder's lease: wait it out
-if isinstance(result, durable.Ok):
-    print(json.dumps({"ok": True, "value": result.value}))
-else:
-    print(json.dumps({"ok": False, "error": result.error}, default=str))
+)
+print_result(result)
 store.close()
 effects.dispose()

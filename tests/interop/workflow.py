@@ -9,9 +9,9 @@ import json
 import os
 import signal
 import sys
-import time
 from typing import Any
 
+from runs import print_result, until_free
 from sqlalchemy import create_engine, text
 
 from sqlalchemy_awaitly import SQLAlchemyKeyValueStore, durable
@@ -47,8 +47,8 @@ def checkout(step: Any, deps: Any) -> Any:
 
 
 store = SQLAlchemyKeyValueStore(config["url"], table_name=config["table"])
-for _ in range(100):
-    result = durable.run(
+result = until_free(
+    lambda: durable.run(
         None,
         checkout,
         id=config["id"],
@@ -57,14 +57,7 @@ for _ in range(100):
         idempotency_key=config.get("idempotencyKey"),
         input=config.get("input"),
     )
-    if not (
-        isinstance(result, durable.Err) and isinstance(result.error, durable.ConcurrentExecution)
-    ):
-        break
-    time.sleep(0.1)  # a killed holder's lease: wait it out
-if isinstance(result, durable.Ok):
-    print(json.dumps({"ok": True, "value": result.value}))
-else:
-    print(json.dumps({"ok": False, "error": str(result.error)}))
+)
+print_result(result)
 store.close()
 effects.dispose()
