@@ -33,7 +33,8 @@ statements with the driver's dialect), with the same parameters.
    never prepares: safe behind any PgBouncer), once with
    ``prepare_threshold=5`` on both sides: a checkpoint's fenced upsert costs
    about 0.1 ms more to plan than a plain one, which only a prepared
-   statement saves.
+   statement saves. Each is followed by its floor: the run's store calls
+   replayed with no runner, what the SQL alone costs.
 
 Run from the project root::
 
@@ -998,44 +999,63 @@ def workflow(steps: int) -> Callable[[Any, Any], None]:
 
 
 class Recorder(MemoryStore):
-    """Every call the runner makes, and the snapshot texts it saves, in order."""
+    """Every call the runner makes (name, arguments), and the snapshot texts it saves."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.calls: list[str] = []
+        self.log: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         self.saved: list[str] = []
 
+    @property
+    def calls(self) -> list[str]:
+        return [
+            f"{name}(release)" if kwargs.get("release") else name for name, _, kwargs in self.log
+        ]
+
     def get(self, key: str) -> str | None:
-        self.calls.append("get")
+        self.log.append(("get", (key,), {}))
         return super().get(key)
 
     def add(self, key: str, value: str, ttl: float | None = None) -> bool:
-        self.calls.append("add")
+        self.log.append(("add", (key, value, ttl), {}))
         return super().add(key, value, ttl)
 
     def delete(self, key: str, *, if_value: str | None = None) -> bool:
-        self.calls.append("delete")
+        self.log.append(("delete", (key,), {"if_value": if_value}))
         return super().delete(key, if_value=if_value)
 
     def set(self, key: str, value: str, ttl: float | None = None) -> None:
-        self.calls.append("set")
+        self.log.append(("set", (key, value, ttl), {}))
         self.saved.append(value)
         super().set(key, value, ttl)
 
     def set_guarded(
         self, key: str, value: str, ttl: float | None = None, *, guard_key: str, guard_value: str
     ) -> bool:
-        self.calls.append("set_guarded")
+        self.log.append(
+            ("set_guarded", (key, value, ttl), {"guard_key": guard_key, "guard_value": guard_value})
+        )
         self.saved.append(value)
         return super().set_guarded(key, value, ttl, guard_key=guard_key, guard_value=guard_value)
 
     def delete_guarded(
         self, key: str, *, guard_key: str, guard_value: str, release: bool = False
     ) -> bool:
-        self.calls.append("delete_guarded(release)" if release else "delete_guarded")
+        kwargs = {"guard_key": guard_key, "guard_value": guard_value, "release": release}
+        self.log.append(("delete_guarded", (key,), kwargs))
         return super().delete_guarded(
             key, guard_key=guard_key, guard_value=guard_value, release=release
         )
+
+    def replay(self, store: SQLAlchemyKeyValueStore, recorded_id: str, new_id: str) -> None:
+        """The recorded calls on ``store`` for run ``new_id``, with no runner around them:
+        what a run costs in SQL alone (``new_id`` is as long as ``recorded_id``)."""
+
+        def moved(v: Any) -> Any:
+            return v.replace(recorded_id, new_id) if isinstance(v, str) else v
+
+        for name, args, kwargs in self.log:
+            getattr(store, name)(*map(moved, args), **{k: moved(v) for k, v in kwargs.items()})
 
 
 def run_id(steps: int, serial: int) -> str:
@@ -1049,11 +1069,14 @@ def durable_row(
     s: Settings,
     serial: Iterator[int],
     label: str,
+    replayed: bool = False,
 ) -> Result:
-    """``durable.run`` of ``steps`` steps against ``store.set`` of the snapshots it saves."""
+    """``durable.run`` of ``steps`` steps against ``store.set`` of the snapshots it saves;
+    ``replayed``: the run's store calls replayed instead (the floor with no runner)."""
     persistence = create_state_persistence(store)
     recorder = Recorder()
-    answer = durable.run(None, workflow(steps), id=run_id(steps, 0), store=recorder)
+    first = run_id(steps, 0)
+    answer = durable.run(None, workflow(steps), id=first, store=recorder)
     assert answer.ok and len(recorder.saved) == steps, answer
     snapshots = recorder.saved
     leftovers: list[str] = []
@@ -1066,7 +1089,11 @@ def durable_row(
                 result = durable.run(None, workflow(steps), id=one, store=persistence)
                 assert result.ok, result
 
-        return work
+        def replay() -> None:
+            for one in ids:
+                recorder.replay(store, first, one)
+
+        return replay if replayed else work
 
     def upserts(count: int) -> Timed:
         ids = [persistence.key(run_id(steps, next(serial))) for _ in range(count)]
@@ -1094,9 +1121,16 @@ def durable_row(
     run_s, set_s = pairs.wall()
     counts = {c: recorder.calls.count(c) for c in dict.fromkeys(recorder.calls)}
     sent = ", ".join(c if n == 1 else f"{n} {c}" for c, n in counts.items())
-    log(f"  durable {steps}: {ratio:.2f}")
+    side = "its store calls replayed" if replayed else "durable.run"
+    log(f"  {side} {steps}{label}: {ratio:.2f}")
+    if replayed:
+        title = f"6 floor: a {steps}-step run's store calls, no runner{label} (time)"
+        note = f"{sent}, as the run sends them: the SQL alone"
+    else:
+        title = f"6 durable.run, {steps} steps vs {steps} set(){label} (time)"
+        note = f"a run: {sent}; last snapshot {len(snapshots[-1]):,} B"
     return Result(
-        f"6 durable.run, {steps} steps vs {steps} set(){label} (time)",
+        title,
         f"{run_s / count * 1e3:.2f} ms/run",
         f"{set_s / count * 1e3:.2f} ms",
         q1,
@@ -1104,7 +1138,7 @@ def durable_row(
         q3,
         target,
         lower_is_better=True,
-        note=f"a run: {sent}; last snapshot {len(snapshots[-1]):,} B",
+        note=note,
     )
 
 
@@ -1116,8 +1150,9 @@ def group_durable(url: str, s: Settings) -> list[Result]:
             url_for(url, "psycopg"), table_name=TABLE, prepare_threshold=threshold
         ) as store:
             results += [
-                durable_row(store, steps, target, s, serial, label)
+                durable_row(store, steps, target, s, serial, label, replayed)
                 for steps, target in DURABLE_TARGETS.items()
+                for replayed in (False, True)
             ]
     return results
 

@@ -205,3 +205,43 @@ def test_the_incrementally_encoded_snapshot_is_the_plain_json_text() -> None:
             "metadata": {"version": 2, "tenant": "acme", "lastStepKey": 'quote"key'},
         }
     )
+
+
+def test_a_runs_snapshot_writer_encodes_unchanged_parts_once_and_never_serves_stale_ones() -> None:
+    from sqlalchemy_awaitly.wire.documents import EncodedSteps, SnapshotWriter, to_json
+
+    steps = EncodedSteps()
+    writer = SnapshotWriter("wf", steps)
+    steps.put("a", {"ok": True, "value": 1})
+    plain = {"version": 1}
+    first = json.loads(writer.text("a", plain))
+    assert first["metadata"] == {"version": 1, "lastStepKey": "a"}
+    steps.put("b", {"ok": True, "value": 2})
+    waiting = {"version": 1, "sqlalchemyAwaitly": {"waits": {"c": {"until": 5}}}}
+    second = writer.text("b", waiting)  # a new dict: encoded anew
+    assert json.loads(second)["metadata"] == {**waiting, "lastStepKey": "b"}
+    third = json.loads(writer.text("b", plain))  # the first dict again: its own text
+    assert third["metadata"] == {"version": 1, "lastStepKey": "b"}
+    assert third["steps"] == {"a": {"ok": True, "value": 1}, "b": {"ok": True, "value": 2}}
+    assert writer.text("b", plain).startswith('{"formatVersion":1,"workflowName":' + to_json("wf"))
+
+
+def test_a_run_stamps_each_snapshot_with_the_current_millisecond() -> None:
+    import re
+    import time
+    from datetime import datetime, timezone
+
+    from sqlalchemy_awaitly.wire.documents import now_iso
+
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    first = now_iso()
+    stamps = {first}
+    deadline = time.monotonic() + 5  # a new millisecond must give a new text, soon
+    while len(stamps) == 1 and time.monotonic() < deadline:
+        stamps.add(now_iso())
+    after = datetime.now(timezone.utc)
+    assert len(stamps) >= 2
+    for stamp in stamps:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        assert before <= moment <= after

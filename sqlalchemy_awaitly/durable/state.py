@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from ..wire.documents import (
     EncodedSteps,
+    SnapshotWriter,
     idempotency_key_of,
 )
 from .clock import SYSTEM_CLOCK, Clock
@@ -165,6 +166,8 @@ class RunState:
         self.lease = lease
         self.steps: dict[str, Any] = {}
         self.encoded = EncodedSteps()
+        self.texts = SnapshotWriter(options.workflow_id, self.encoded)
+        self._metadata: dict[str, Any] | None = None  # while no wait is recorded
         self.stored: set[str] = set()
         self.seen: set[str] = set()
         self.stored_metadata: dict[str, Any] = {}
@@ -202,19 +205,30 @@ class RunState:
             self.encoded.put(key, outcome)
         self.stored = set(self.steps)
         self.stored_metadata = dict(snapshot.get("metadata") or {})
+        self._metadata = None
         self.waits = waits_of(self.stored_metadata, self.stored)
         self.has_row = True
 
     def metadata(self) -> dict[str, Any]:
         """Stored keys kept, the run's own merged over them, ``version`` always the run's,
-        and the waits in progress (under :data:`WAITS`, which awaitly carries through)."""
+        and the waits in progress (under :data:`WAITS`, which awaitly carries through).
+
+        Not to be changed: while no wait is recorded it is the same dict every time
+        (so its JSON is encoded once, :class:`SnapshotWriter`)."""
+        if not self.waits and self._metadata is not None:
+            return self._metadata
         o = self.options
         merged = {**self.stored_metadata, **o.metadata, "version": o.version}
         if self.waits:
             merged[WAITS] = {"waits": dict(self.waits)}
-        else:
-            merged.pop(WAITS, None)
+            return merged
+        merged.pop(WAITS, None)
+        self._metadata = merged
         return merged
+
+    def snapshot_text(self, last_step_key: str) -> str:
+        """The snapshot to save after ``last_step_key``'s outcome (or wait) is recorded."""
+        return self.texts.text(last_step_key, self.metadata())
 
     def emit(
         self,

@@ -14,9 +14,6 @@ from typing import Any, Literal
 
 from ..errors import InvalidInputError
 from ..wire import json_text
-from ..wire.documents import (
-    workflow_snapshot,
-)
 from .errors import DuplicateStepKeyError, DurableUsageError
 from .replies import commit
 from .requests import (
@@ -220,7 +217,7 @@ def _run_and_record(state: RunState, spec: StepSpec) -> Plan[Result[Any, Any]]:
             outcome, result = _outcome_of(state, key, raw)
         state.waits.pop(key, None)  # ended: its checkpoint forgets the wait
         state.record(key, outcome)
-        text = workflow_snapshot(o.workflow_id, state.encoded, key, state.metadata())
+        text = state.snapshot_text(key)
         seq = state.next_seq()
         try:
             if tx is not None and result.ok:
@@ -332,7 +329,7 @@ def _remember(state: RunState, spec: StepSpec, record: dict[str, int]) -> Plan[N
     checkpoint is saved: a lost lease or a failed save ends the run."""
     o = state.options
     state.waits[spec.key] = record
-    text = workflow_snapshot(o.workflow_id, state.encoded, spec.key, state.metadata())
+    text = state.snapshot_text(spec.key)
     seq = state.next_seq()
     try:
         saved = yield Save(o.state_key, text, None, None, state.guard, seq)

@@ -15,6 +15,7 @@ row would make the runner start over and repeat side effects.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -36,10 +37,23 @@ def to_json(document: Any) -> str:
     return json_text.dumps(document)
 
 
+_stamp: tuple[int, str] = (-1, "")  # the last millisecond formatted, and its text
+
+
 def now_iso() -> str:
-    """UTC, milliseconds, ``Z``: the form awaitly writes ``lastUpdated`` in."""
-    stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-    return stamp.replace("+00:00", "Z")
+    """UTC, milliseconds, ``Z``: the form awaitly writes ``lastUpdated`` in.
+
+    A run writes several in one millisecond: the text is formatted once per
+    millisecond.
+    """
+    global _stamp
+    ms = time.time_ns() // 1_000_000
+    last_ms, text = _stamp
+    if ms != last_ms:
+        moment = datetime.fromtimestamp(ms / 1000, timezone.utc)
+        text = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        _stamp = (ms, text)
+    return text
 
 
 # --- snapshots: reading ---------------------------------------------------------
@@ -182,12 +196,20 @@ class EncodedSteps:
 
     def __init__(self) -> None:
         self._parts: dict[str, str] = {}
+        self._keys: dict[str, str] = {}
 
     def put(self, key: str, outcome: Any) -> None:
-        self._parts[key] = f"{to_json(key)}:{to_json(outcome)}"
+        self._parts[key] = f"{self.key_json(key)}:{to_json(outcome)}"
 
     def drop(self, key: str) -> None:
         self._parts.pop(key, None)
+
+    def key_json(self, key: str) -> str:
+        """``key`` as JSON text (a step key is written twice per checkpoint)."""
+        text = self._keys.get(key)
+        if text is None:
+            text = self._keys[key] = to_json(key)
+        return text
 
     def json(self) -> str:
         return "{" + ",".join(self._parts.values()) + "}"
@@ -196,27 +218,50 @@ class EncodedSteps:
 _SNAPSHOT_HEAD = '{"formatVersion":1,"workflowName":'
 
 
+class SnapshotWriter:
+    """The snapshot texts of one run: the parts that stay the same from one checkpoint
+    to the next (the head, the steps recorded, the metadata) are encoded once."""
+
+    def __init__(self, workflow_id: str, steps: EncodedSteps) -> None:
+        self.steps = steps
+        self._head = f'{_SNAPSHOT_HEAD}{to_json(workflow_id)},"steps":'
+        self._metadata: tuple[dict[str, Any], str] | None = None  # a dict and its JSON
+
+    def _metadata_json(self, metadata: dict[str, Any]) -> str:
+        """``metadata``'s JSON; the same dict object as last time is not encoded again
+        (the caller hands a new dict whenever the metadata changes)."""
+        known = self._metadata
+        if known is not None and known[0] is metadata:
+            return known[1]
+        text = to_json(metadata)
+        self._metadata = (metadata, text)
+        return text
+
+    def text(self, last_step_key: str, metadata: dict[str, Any]) -> str:
+        """The whole state after a step: every outcome so far, and the step just recorded.
+
+        The same text as ``to_json`` of the document, built from encoded parts.
+        """
+        key = self.steps.key_json(last_step_key)
+        if metadata and "lastStepKey" not in metadata:  # it goes last: spliced, not re-encoded
+            described = f'{self._metadata_json(metadata)[:-1]},"lastStepKey":{key}}}'
+        else:
+            described = to_json({**metadata, "lastStepKey": last_step_key})
+        return (
+            f"{self._head}{self.steps.json()},"
+            f'"execution":{{"status":"running","lastUpdated":"{now_iso()}","currentStepId":{key}}},'
+            f'"metadata":{described}}}'
+        )
+
+
 def workflow_snapshot(
     workflow_id: str,
     steps: EncodedSteps,
     last_step_key: str,
     metadata: dict[str, Any],
 ) -> str:
-    """The whole state after a step: every outcome so far, and the step just recorded.
-
-    The same text as ``to_json`` of the document, built from the encoded steps.
-    """
-    key = to_json(last_step_key)
-    if metadata and "lastStepKey" not in metadata:  # it goes last: spliced, not re-encoded
-        described = f'{to_json(metadata)[:-1]},"lastStepKey":{key}}}'
-    else:
-        described = to_json({**metadata, "lastStepKey": last_step_key})
-    return (
-        f"{_SNAPSHOT_HEAD}{to_json(workflow_id)},"
-        f'"steps":{steps.json()},'
-        f'"execution":{{"status":"running","lastUpdated":"{now_iso()}","currentStepId":{key}}},'
-        f'"metadata":{described}}}'
-    )
+    """The snapshot after a step, written once (:class:`SnapshotWriter` for a whole run)."""
+    return SnapshotWriter(workflow_id, steps).text(last_step_key, metadata)
 
 
 # --- idempotency records and leases ----------------------------------------------
