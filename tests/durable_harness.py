@@ -52,6 +52,23 @@ class With:
 
 
 @dataclass(frozen=True)
+class Form:
+    """A step form called with these arguments: ``yield Form("all", members, key="g")``."""
+
+    form: str
+    args: tuple[Any, ...]
+    options: dict[str, Any]
+
+    def __init__(self, form: str, *args: Any, **options: Any) -> None:
+        object.__setattr__(self, "form", form)
+        object.__setattr__(self, "args", args)
+        object.__setattr__(self, "options", options)
+
+    def on(self, step: Any) -> Any:
+        return getattr(step, self.form)(*self.args, **self.options)
+
+
+@dataclass(frozen=True)
 class Sleep:
     key: str
     duration: Any
@@ -69,7 +86,7 @@ def workflow(body: Body, flavour: str) -> Callable[..., Any]:
                 return done.value
             if isinstance(item, Tx):
                 sent = step.transaction(item.fn, key=item.key, session=item.session)
-            elif isinstance(item, With):
+            elif isinstance(item, (With, Form)):
                 sent = item.on(step)
             elif isinstance(item, Sleep):
                 sent = step.sleep(item.duration, key=item.key, name=item.name)
@@ -89,7 +106,7 @@ def workflow(body: Body, flavour: str) -> Callable[..., Any]:
                 sent = await step.transaction(
                     _awaitable(item.fn), key=item.key, session=item.session
                 )
-            elif isinstance(item, With):
+            elif isinstance(item, (With, Form)):
                 sent = await item.on(step)
             elif isinstance(item, Sleep):
                 sent = await step.sleep(item.duration, key=item.key, name=item.name)

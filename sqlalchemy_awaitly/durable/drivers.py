@@ -12,10 +12,10 @@ import builtins
 import contextlib
 import inspect
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -26,9 +26,12 @@ from ..errors import ConfigurationError
 from ..persistence import DEFAULT_PREFIX, AsyncStatePersistence, StatePersistence
 from ..store import SQLAlchemyKeyValueStore
 from .errors import DurableUsageError
+from .groups import Group, limit_of, mapped, members_of
 from .heartbeat import AsyncHeartbeat, Pending, heartbeats
 from .memory import MemoryStore, default_store
+from .parallel import TaskGroup, ThreadGroup
 from .requests import (
+    Abandon,
     Acquire,
     Begin,
     Call,
@@ -39,6 +42,7 @@ from .requests import (
     Keys,
     Load,
     LoadMany,
+    NextDone,
     Pause,
     Plan,
     Release,
@@ -46,6 +50,7 @@ from .requests import (
     Request,
     RunBody,
     Save,
+    Spawn,
     StartHeartbeat,
     StopHeartbeat,
     Touch,
@@ -270,6 +275,13 @@ class SyncIO:
                     f"{request.fn!r} returned an awaitable: use durable.run_async for async code"
                 )
             return result
+        if isinstance(request, Spawn):
+            return ThreadGroup(request.members, request.limit)
+        if isinstance(request, NextDone):
+            return request.group.next_done()
+        if isinstance(request, Abandon):
+            request.group.abandon()
+            return None
         if isinstance(request, Begin):
             return self._begin(request.session)
         if isinstance(request, Flush):
@@ -451,6 +463,85 @@ class StepForms(Generic[R]):
         errors = ErrorMap("nullable", error, on_null)
         return self._go(StepSpec(key, fn, None, name, errors=errors))
 
+    def all(
+        self,
+        members: Mapping[str, Callable[[], Any]] | Sequence[Callable[[], Any]],
+        *,
+        key: str | None = None,
+        name: str | None = None,
+        concurrency: int | None = None,
+    ) -> R:
+        """Run ``members`` (a dict of functions, or a list of them) side by side; the
+        answer is their values, a dict by member id or a list in order.
+
+        The first failure (an ``Err`` returned, an exception raised) is the step's, and
+        the members still running are abandoned. With ``key`` the group is one step,
+        stored as awaitly stores it; a run resumed after a crash runs only the
+        members that had not finished. Without a key nothing is stored (awaitly's
+        rule): a rerun runs every member again. ``concurrency``: at most this many
+        members at a time.
+        """
+        try:
+            pairs, as_list = members_of(members, "step.all")
+        except DurableUsageError as e:
+            raise _usage_of(self._state, e) from None
+        return self._group("all", pairs, as_list, key, name, concurrency)
+
+    def map(
+        self,
+        items: Iterable[Any],
+        fn: Callable[[Any], Any],
+        *,
+        key: str | None = None,
+        name: str | None = None,
+        concurrency: int | None = None,
+    ) -> R:
+        """``fn(item)`` for each of ``items``, side by side (at most ``concurrency`` at a
+        time); the answer is the list of values, in order. Failures, ``key`` and
+        resuming as :meth:`all`."""
+        try:
+            pairs = mapped(items, fn)
+        except DurableUsageError as e:
+            raise _usage_of(self._state, e) from None
+        return self._group("map", pairs, True, key, name, concurrency)
+
+    def race(
+        self,
+        members: Mapping[str, Callable[[], Any]] | Sequence[Callable[[], Any]],
+        *,
+        name: str | None = None,
+    ) -> R:
+        """The first of ``members`` to end, whichever way it ends: its value, or its
+        failure, which is the run's. Never stored (awaitly never checkpoints a race):
+        a rerun races again. The others are abandoned: cancelled in asyncio; in a
+        sync run they finish in their threads, unwatched (Python cannot stop a thread).
+        """
+        try:
+            pairs, _ = members_of(members, "step.race")
+            if not pairs:
+                raise DurableUsageError("step.race needs at least one member")
+        except DurableUsageError as e:
+            raise _usage_of(self._state, e) from None
+        return self._group("race", pairs, False, None, name, None)
+
+    def _group(
+        self,
+        kind: Literal["all", "map", "race"],
+        pairs: tuple[tuple[str, Callable[[], Any]], ...],
+        as_list: bool,
+        key: str | None,
+        name: str | None,
+        concurrency: int | None,
+    ) -> R:
+        try:
+            group = Group(kind, pairs, as_list, limit_of(concurrency))
+        except DurableUsageError as e:
+            raise _usage_of(self._state, e) from None
+        if key is None:  # only names it in events
+            label = name if isinstance(name, str) and name else f"step.{kind}"
+            return self._go(StepSpec(label, None, name=name, group=group, recorded=False))
+        return self._go(StepSpec(key, None, name=name, group=group))
+
 
 class Step(StepForms[Any]):
     """The sync ``step``: each form returns the step's value."""
@@ -522,6 +613,13 @@ class AsyncIO:
             if request.limit is not None:
                 return await await_with_limit(request.fn, request.args, request.limit)
             return await _settle(request.fn(*request.args))
+        if isinstance(request, Spawn):
+            return TaskGroup(request.members, request.limit)
+        if isinstance(request, NextDone):
+            return await request.group.next_done()
+        if isinstance(request, Abandon):
+            await request.group.abandon()
+            return None
         if isinstance(request, Begin):
             return await self._begin(request.session)
         if isinstance(request, Flush):

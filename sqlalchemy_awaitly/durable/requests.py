@@ -108,6 +108,31 @@ class Call:
 
 
 @dataclass(frozen=True)
+class Spawn:
+    """Start a group's ``members`` (id, function) side by side, at most ``limit`` at a
+    time (None: all at once). The answer is the driver's handle of the group."""
+
+    members: tuple[tuple[str, Callable[[], Any]], ...]
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class NextDone:
+    """Wait for the next member of ``group`` to end. The answer: (member id, what it
+    returned, None) or (member id, None, the exception it raised)."""
+
+    group: Any
+
+
+@dataclass(frozen=True)
+class Abandon:
+    """Stop waiting for ``group``: members not started never start, asyncio members
+    still running are cancelled (sync ones run on unwatched: Python cannot stop a thread)."""
+
+    group: Any
+
+
+@dataclass(frozen=True)
 class Pause:
     """Wait ``seconds`` on the run's clock: between a step's attempts, or ``step.sleep``."""
 
@@ -162,6 +187,9 @@ Request = (
     | LoadMany
     | DeleteMany
     | Call
+    | Spawn
+    | NextDone
+    | Abandon
     | Pause
     | Begin
     | Flush

@@ -17,6 +17,7 @@ from ..wire.documents import (
 )
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import DurableUsageError
+from .groups import GROUPS, groups_of
 from .requests import Renew
 from .results import (
     Result,
@@ -175,6 +176,9 @@ class RunState:
         # Steps waiting (a sleep, a retry's backoff) as the row records them, so a
         # run resumed after a crash waits only the rest, on the same attempt count.
         self.waits: dict[str, dict[str, int]] = {}
+        # Members of keyed groups in progress that have finished, as the row records
+        # them, so a run resumed after a crash runs only the others.
+        self.groups: dict[str, dict[str, Any]] = {}
         self.released = False  # the lease went with the run's row, in one statement
         # The newest snapshot text written (or loaded): a lost reply is resolved against it.
         self.saved_text: str | None = None
@@ -207,23 +211,31 @@ class RunState:
         self.stored_metadata = dict(snapshot.get("metadata") or {})
         self._metadata = None
         self.waits = waits_of(self.stored_metadata, self.stored)
+        self.groups = groups_of(self.stored_metadata, self.stored)
         self.has_row = True
 
     def metadata(self) -> dict[str, Any]:
         """Stored keys kept, the run's own merged over them, ``version`` always the run's,
-        and the waits in progress (under :data:`WAITS`, which awaitly carries through).
+        and what is in progress: waits and finished members of groups (under
+        :data:`WAITS`, which awaitly carries through).
 
-        Not to be changed: while no wait is recorded it is the same dict every time
-        (so its JSON is encoded once, :class:`SnapshotWriter`)."""
-        if not self.waits and self._metadata is not None:
+        Not to be changed: while nothing is in progress it is the same dict every
+        time (so its JSON is encoded once, :class:`SnapshotWriter`)."""
+        in_progress = bool(self.waits or self.groups)
+        if not in_progress and self._metadata is not None:
             return self._metadata
         o = self.options
         merged = {**self.stored_metadata, **o.metadata, "version": o.version}
-        if self.waits:
-            merged[WAITS] = {"waits": dict(self.waits)}
-            return merged
         merged.pop(WAITS, None)
-        self._metadata = merged
+        if not in_progress:
+            self._metadata = merged
+            return merged
+        section: dict[str, Any] = {}
+        if self.waits:
+            section["waits"] = dict(self.waits)
+        if self.groups:
+            section[GROUPS] = {key: dict(members) for key, members in self.groups.items()}
+        merged[WAITS] = section
         return merged
 
     def snapshot_text(self, last_step_key: str) -> str:

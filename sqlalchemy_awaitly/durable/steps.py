@@ -15,15 +15,19 @@ from typing import Any, Literal
 from ..errors import InvalidInputError
 from ..wire import json_text
 from .errors import DuplicateStepKeyError, DurableUsageError
+from .groups import Group
 from .replies import commit
 from .requests import (
+    Abandon,
     Begin,
     Call,
     Finish,
     Flush,
+    NextDone,
     Pause,
     Plan,
     Save,
+    Spawn,
 )
 from .results import (
     Err,
@@ -71,6 +75,9 @@ class StepSpec:
     Connection (False) or Session (True) whose transaction also writes the
     checkpoint, so its database writes and its record commit together.
     ``pause``: a ``step.sleep``, which waits that many seconds instead of calling.
+    ``group``: a parallel group, whose members run instead of ``fn``.
+    ``recorded`` False: nothing is stored (a group without a key, a race); ``key``
+    then only names it in events.
     """
 
     key: str
@@ -81,6 +88,8 @@ class StepSpec:
     pause: float | timedelta | None = None
     errors: ErrorMap | None = None
     timeout: Timeout | float | timedelta | None = None
+    group: Group | None = None
+    recorded: bool = True
 
     @property
     def label(self) -> str:
@@ -90,7 +99,7 @@ class StepSpec:
         """This step with its options checked: ``retry=3`` is ``Retry(3)``, a pause in
         seconds; what is wrong raises (the caller makes it the run's usage error)."""
         plain = self.retry is None and self.pause is None and self.name is None
-        plain = plain and self.errors is None and self.timeout is None
+        plain = plain and self.errors is None and self.timeout is None and self.group is None
         if plain and type(self.key) is str and self.key:
             return self  # a plain step, as most are
         if not isinstance(self.key, str) or not self.key:
@@ -137,6 +146,8 @@ def step_plan(state: RunState, spec: StepSpec) -> Plan[Any]:
         spec = spec.checked()
     except DurableUsageError as e:
         raise _usage(state, e) from None
+    if not spec.recorded:
+        return (yield from _unrecorded(state, spec))
     key = spec.key
     if key in state.seen:
         raise _usage(
@@ -147,12 +158,7 @@ def step_plan(state: RunState, spec: StepSpec) -> Plan[Any]:
             ),
         )
     state.seen.add(key)
-    if state.usage_error is not None:  # swallowed by the workflow: it still ends the run
-        raise state.usage_error
-    if state.stop is not None:
-        raise StepExit(state.stop)
-    if state.lease is not None and state.lease.gone():
-        raise state.end(Err(LeaseExpired(o.workflow_id)))
+    _check_running(state)
     name = spec.label
     if key in state.stored:
         state.emit("step_skipped", key, step_name=name)
@@ -180,6 +186,82 @@ def step_plan(state: RunState, spec: StepSpec) -> Plan[Any]:
 _NOTHING = object()  # what a sleep "returns": stored as awaitly's ok(undefined)
 
 
+def _unrecorded(state: RunState, spec: StepSpec) -> Plan[Any]:
+    """A step that stores nothing (a group without a key, a race): run every time,
+    and a failure ends the run as a step's does, without a record of it."""
+    _check_running(state)
+    name = spec.label
+    state.emit("step_start", spec.key, step_name=name)
+    try:
+        raw = yield from _group(state, spec) if spec.group is not None else _called(spec)
+    except DurableUsageError as e:
+        raise _usage(state, e) from None
+    except Exception as e:
+        result: Result[Any, Any] = Err(UnexpectedError(f"{type(e).__name__}: {text_of(e)}"), e)
+    else:
+        result = raw if isinstance(raw, (Ok, Err)) else Ok(raw)
+    if isinstance(result, Err):
+        cause = result.cause if isinstance(result.cause, Exception) else None
+        state.emit("step_error", spec.key, cause, step_name=name)
+        raise state.end(result)
+    state.emit("step_success", spec.key, step_name=name)
+    return result.value
+
+
+def _called(spec: StepSpec) -> Plan[Any]:
+    assert spec.fn is not None
+    return (yield Call(spec.fn, ()))
+
+
+def _check_running(state: RunState) -> None:
+    """Raise what ends the run here, if anything does: a usage error the workflow
+    swallowed, a failure it went past, a lease lost."""
+    if state.usage_error is not None:
+        raise state.usage_error
+    if state.stop is not None:
+        raise StepExit(state.stop)
+    if state.lease is not None and state.lease.gone():
+        raise state.end(Err(LeaseExpired(state.options.workflow_id)))
+
+
+def _group(state: RunState, spec: StepSpec) -> Plan[Any]:
+    """Run a group's members side by side; the answer is what the group's step returns.
+
+    ``all`` / ``map``: every member's value (a list or a dict), or the first failure
+    (a member's ``Err`` is returned, an exception raised) after which the members
+    still running are abandoned. A recorded group remembers each finished member
+    in the snapshot, and a resumed one runs only the others. ``race``: the first
+    member to end, whichever way it ends; the others are abandoned.
+    """
+    group = spec.group
+    assert group is not None
+    finished = dict(state.groups.get(spec.key, {})) if spec.recorded else {}
+    todo = tuple((m, fn) for m, fn in group.members if m not in finished)
+    if group.kind == "race":
+        todo, wanted = group.members, 1
+    else:
+        wanted = len(todo)
+    if not todo:
+        return group.answer(finished)
+    handle = yield Spawn(todo, group.limit)
+    try:
+        for _ in range(wanted):
+            member, answer, raised = yield NextDone(handle)
+            if raised is not None:
+                raise raised
+            if group.kind == "race" or isinstance(answer, Err):
+                return answer
+            value = answer.value if isinstance(answer, Ok) else answer
+            finished[member] = value
+            if spec.recorded and len(finished) < len(group.members):
+                check_json(value, f"the value of member {member!r} of group {spec.key!r}")
+                state.groups.setdefault(spec.key, {})[member] = json_text.copy_of(value)
+                yield from _save_progress(state, spec)
+    finally:
+        yield Abandon(handle)
+    return group.answer(finished)
+
+
 def _run_and_record(state: RunState, spec: StepSpec) -> Plan[Result[Any, Any]]:
     o = state.options
     key, name = spec.key, spec.label
@@ -199,6 +281,8 @@ def _run_and_record(state: RunState, spec: StepSpec) -> Plan[Result[Any, Any]]:
                 assert isinstance(spec.pause, float)  # checked() made it seconds
                 yield from _wait(state, spec, spec.pause)
                 raw: Any = _NOTHING
+            elif spec.group is not None:
+                raw = yield from _group(state, spec)
             else:
                 assert spec.fn is not None
                 args = () if tx is None else (tx.resource,)
@@ -216,6 +300,7 @@ def _run_and_record(state: RunState, spec: StepSpec) -> Plan[Result[Any, Any]]:
         else:
             outcome, result = _outcome_of(state, key, raw)
         state.waits.pop(key, None)  # ended: its checkpoint forgets the wait
+        state.groups.pop(key, None)  # and a group's finished members
         state.record(key, outcome)
         text = state.snapshot_text(key)
         seq = state.next_seq()
@@ -327,12 +412,17 @@ def _remaining(state: RunState, waiting: dict[str, int]) -> float:
 def _remember(state: RunState, spec: StepSpec, record: dict[str, int]) -> Plan[None]:
     """Save the snapshot with ``record`` as the step's wait, under the lease, as a
     checkpoint is saved: a lost lease or a failed save ends the run."""
-    o = state.options
     state.waits[spec.key] = record
+    yield from _save_progress(state, spec)
+
+
+def _save_progress(state: RunState, spec: StepSpec) -> Plan[None]:
+    """Save the snapshot while ``spec`` is in progress (a wait, a group's members), under
+    the lease, as a checkpoint is saved: a lost lease or a failed save ends the run."""
     text = state.snapshot_text(spec.key)
     seq = state.next_seq()
     try:
-        saved = yield Save(o.state_key, text, None, None, state.guard, seq)
+        saved = yield Save(state.options.state_key, text, None, None, state.guard, seq)
     except Exception as e:
         raise _unsaved(state, spec, e) from None
     _saved(state, spec, text, seq, saved)
