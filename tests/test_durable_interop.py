@@ -47,7 +47,7 @@ def node_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=600,
     )
     assert installed.returncode == 0, installed.stderr
-    for script in ("pg_store.mjs", "workflow.mjs", "values.mjs", "forms.mjs"):
+    for script in ("pg_store.mjs", "workflow.mjs", "values.mjs", "forms.mjs", "groups.mjs"):
         shutil.copy(INTEROP / script, project / script)
     return project
 
@@ -254,5 +254,84 @@ def test_a_failed_form_is_stored_alike_by_both_runtimes(
         config = {"url": shared["url"], "table": shared["table"], "id": workflow_id}
         done = run_forms(runtime, node_project, {**config, "failing": failing})
         assert answer(done)["ok"] is False
+        rows[runtime] = json.loads(shared["store"].get(f"workflow:state:{workflow_id}"))["steps"]
+    assert rows["python"] == rows["node"]
+
+
+# --- parallel groups: keyed step.all and step.map -------------------------------------
+
+GROUPS_ANSWER = {"ok": True, "value": {"both": {"a": 1, "b": "two"}, "tens": [10, 20, 30]}}
+
+
+def run_groups(runtime: str, project: Path, config: dict[str, Any]) -> Any:
+    if runtime == "python":
+        command = [sys.executable, str(INTEROP / "groups.py"), json.dumps(config)]
+    else:
+        command = ["node", str(project / "groups.mjs"), json.dumps(config)]
+    return subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("direction", ["python-to-node", "node-to-python"])
+def test_keyed_groups_are_stored_alike_and_resumed_by_the_other_runtime(
+    node_project: Path, shared: dict[str, Any], direction: str
+) -> None:
+    first, second = direction.split("-to-")
+    workflow_id = f"groups-{direction}"
+    config = {"url": shared["url"], "table": shared["table"], "id": workflow_id}
+    crashed = run_groups(first, node_project, {**config, "crashIn": "crash-here"})
+    assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
+    row = json.loads(shared["store"].get(f"workflow:state:{workflow_id}"))
+    assert row["steps"] == {
+        "both": {"ok": True, "value": {"a": 1, "b": "two"}},
+        "tens": {"ok": True, "value": [10, 20, 30]},
+    }
+    assert "sqlalchemyAwaitly" not in row["metadata"]
+    assert answer(run_groups(second, node_project, config)) == GROUPS_ANSWER
+    ran = who_ran(shared, workflow_id)
+    assert ran == {
+        "a": [first],
+        "b": [first],
+        "m1": [first],
+        "m2": [first],
+        "m3": [first],
+        "crash-here": [second],
+    }
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "a_ran_by"),
+    [
+        ("python", "python", ["python"]),  # a was recorded: only b runs again
+        ("python", "node", ["python", "node"]),  # awaitly runs the whole group again
+        ("node", "python", ["node", "python"]),  # awaitly recorded nothing of the group
+    ],
+)
+def test_a_group_killed_half_way_is_resumed(
+    node_project: Path,
+    shared: dict[str, Any],
+    first: str,
+    second: str,
+    a_ran_by: list[str],
+) -> None:
+    workflow_id = f"group-half-{first}-to-{second}"
+    config = {"url": shared["url"], "table": shared["table"], "id": workflow_id}
+    crashed = run_groups(first, node_project, {**config, "crashIn": "group"})
+    assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
+    assert answer(run_groups(second, node_project, config)) == GROUPS_ANSWER
+    ran = who_ran(shared, workflow_id)
+    assert ran["a"] == a_ran_by
+    assert ran["b"] == [second]  # killed before it ended: it ran once, when resumed
+    assert shared["store"].get(f"workflow:state:{workflow_id}") is None
+
+
+def test_a_failed_map_is_stored_alike_by_both_runtimes(
+    node_project: Path, shared: dict[str, Any]
+) -> None:
+    rows = {}
+    for runtime in ("python", "node"):
+        workflow_id = f"failing-map-{runtime}"
+        config = {"url": shared["url"], "table": shared["table"], "id": workflow_id}
+        done = run_groups(runtime, node_project, {**config, "failing": True})
+        assert answer(done) == {"ok": False, "error": {"type": "TWO"}}
         rows[runtime] = json.loads(shared["store"].get(f"workflow:state:{workflow_id}"))["steps"]
     assert rows["python"] == rows["node"]
