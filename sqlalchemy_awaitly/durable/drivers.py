@@ -393,14 +393,17 @@ class StepForms(Generic[R]):
         name: str | None = None,
         retry: Retry | int | None = None,
         timeout: Timeout | float | timedelta | None = None,
+        compensate: Callable[[Any], Any] | None = None,
     ) -> R:
         """Run ``fn`` once under ``key``; on a rerun return its stored outcome instead.
 
         ``retry``: try it again after a failure (``Retry(attempts, ...)``, or the
         number of attempts); only the last attempt's outcome is recorded.
         ``timeout``: a limit per attempt (``Timeout(seconds, ...)``, or seconds).
+        ``compensate``: ``compensate(value)`` undoes the step if the run fails later.
         """
-        return self._go(StepSpec(key, fn, None, name, retry, timeout=timeout))
+        spec = StepSpec(key, fn, None, name, retry, timeout=timeout, compensate=compensate)
+        return self._go(spec)
 
     def transaction(
         self,
@@ -430,11 +433,15 @@ class StepForms(Generic[R]):
         name: str | None = None,
         retry: Retry | int | None = None,
         timeout: Timeout | float | timedelta | None = None,
+        compensate: Callable[[Any], Any] | None = None,
     ) -> R:
         """Run ``fn``; an exception it raises becomes ``Err(error)`` (or
         ``Err(on_error(exception))``), with the exception as its cause."""
         errors = ErrorMap("try", error, on_error)
-        return self._go(StepSpec(key, fn, None, name, retry, errors=errors, timeout=timeout))
+        spec = StepSpec(
+            key, fn, None, name, retry, errors=errors, timeout=timeout, compensate=compensate
+        )
+        return self._go(spec)
 
     def from_result(
         self,
@@ -444,10 +451,12 @@ class StepForms(Generic[R]):
         error: Any = UNSET,
         on_error: Callable[[Any], Any] | None = None,
         name: str | None = None,
+        compensate: Callable[[Any], Any] | None = None,
     ) -> R:
         """Run ``fn``, which returns ``Ok`` or ``Err``; an ``Err(e)`` becomes ``Err(error)``
         (or ``Err(on_error(e))``), with ``e`` as its cause."""
-        return self._go(StepSpec(key, fn, None, name, errors=ErrorMap("result", error, on_error)))
+        errors = ErrorMap("result", error, on_error)
+        return self._go(StepSpec(key, fn, None, name, errors=errors, compensate=compensate))
 
     def from_nullable(
         self,
@@ -457,11 +466,12 @@ class StepForms(Generic[R]):
         error: Any = UNSET,
         on_null: Callable[[], Any] | None = None,
         name: str | None = None,
+        compensate: Callable[[Any], Any] | None = None,
     ) -> R:
         """Run ``fn``; if it returns None the step fails with ``Err(error)`` (or
         ``Err(on_null())``)."""
         errors = ErrorMap("nullable", error, on_null)
-        return self._go(StepSpec(key, fn, None, name, errors=errors))
+        return self._go(StepSpec(key, fn, None, name, errors=errors, compensate=compensate))
 
     def all(
         self,

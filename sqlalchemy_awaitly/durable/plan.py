@@ -49,6 +49,7 @@ from .results import (
     UnexpectedError,
     VersionMismatch,
 )
+from .saga import compensated
 from .state import (
     BodyOutcome,
     Lease,
@@ -227,7 +228,8 @@ def _loaded(o: RunOptions, state: RunState) -> Plan[Result[Any, Any]]:
     body = yield RunBody(state)
     if state.usage_error is not None:
         raise state.usage_error
-    return (yield from _ended(o, state, _result_of(state, body)))
+    result = yield from compensated(state, _result_of(state, body))
+    return (yield from _ended(o, state, result))
 
 
 def _result_of(state: RunState, body: BodyOutcome) -> Result[Any, Any]:

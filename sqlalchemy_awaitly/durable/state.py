@@ -16,6 +16,7 @@ from ..wire.documents import (
     idempotency_key_of,
 )
 from .clock import SYSTEM_CLOCK, Clock
+from .compensation import COMPENSATION, Compensation, Registered, compensation_of
 from .errors import DurableUsageError
 from .groups import GROUPS, groups_of
 from .requests import Renew
@@ -179,6 +180,12 @@ class RunState:
         # Members of keyed groups in progress that have finished, as the row records
         # them, so a run resumed after a crash runs only the others.
         self.groups: dict[str, dict[str, Any]] = {}
+        # Compensations of the steps completed (run or replayed), in step order, and
+        # the record of the compensation once the run failed (``saga.py``).
+        self.compensations: dict[str, Registered] = {}
+        self.compensation: Compensation | None = None
+        self.replayed_failure = False  # the run fails at a failure read from the row
+        self.last_key: str | None = None  # of the last snapshot built
         self.released = False  # the lease went with the run's row, in one statement
         # The newest snapshot text written (or loaded): a lost reply is resolved against it.
         self.saved_text: str | None = None
@@ -212,6 +219,9 @@ class RunState:
         self._metadata = None
         self.waits = waits_of(self.stored_metadata, self.stored)
         self.groups = groups_of(self.stored_metadata, self.stored)
+        self.compensation = compensation_of(self.stored_metadata)
+        last = self.stored_metadata.get("lastStepKey")
+        self.last_key = last if isinstance(last, str) else None
         self.has_row = True
 
     def metadata(self) -> dict[str, Any]:
@@ -221,7 +231,7 @@ class RunState:
 
         Not to be changed: while nothing is in progress it is the same dict every
         time (so its JSON is encoded once, :class:`SnapshotWriter`)."""
-        in_progress = bool(self.waits or self.groups)
+        in_progress = bool(self.waits or self.groups or self.compensation)
         if not in_progress and self._metadata is not None:
             return self._metadata
         o = self.options
@@ -235,11 +245,14 @@ class RunState:
             section["waits"] = dict(self.waits)
         if self.groups:
             section[GROUPS] = {key: dict(members) for key, members in self.groups.items()}
+        if self.compensation is not None:
+            section[COMPENSATION] = self.compensation.as_json()
         merged[WAITS] = section
         return merged
 
     def snapshot_text(self, last_step_key: str) -> str:
         """The snapshot to save after ``last_step_key``'s outcome (or wait) is recorded."""
+        self.last_key = last_step_key
         return self.texts.text(last_step_key, self.metadata())
 
     def emit(

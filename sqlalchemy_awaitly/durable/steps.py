@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from ..errors import InvalidInputError
 from ..wire import json_text
+from .compensation import Registered, planned
 from .errors import DuplicateStepKeyError, DurableUsageError
 from .groups import Group
 from .replies import commit
@@ -90,6 +91,7 @@ class StepSpec:
     timeout: Timeout | float | timedelta | None = None
     group: Group | None = None
     recorded: bool = True
+    compensate: Callable[[Any], Any] | None = None
 
     @property
     def label(self) -> str:
@@ -100,12 +102,15 @@ class StepSpec:
         seconds; what is wrong raises (the caller makes it the run's usage error)."""
         plain = self.retry is None and self.pause is None and self.name is None
         plain = plain and self.errors is None and self.timeout is None and self.group is None
+        plain = plain and self.compensate is None
         if plain and type(self.key) is str and self.key:
             return self  # a plain step, as most are
         if not isinstance(self.key, str) or not self.key:
             raise DurableUsageError(f"a step key must be a non-empty str, got {self.key!r}")
         if self.name is not None and (not isinstance(self.name, str) or not self.name):
             raise DurableUsageError(f"a step name must be a non-empty str, got {self.name!r}")
+        if self.compensate is not None and not callable(self.compensate):
+            raise DurableUsageError(f"step {self.key!r}: compensate must be callable")
         errors = self.errors
         if errors is not None and (errors.error is UNSET) == (errors.on_error is None):
             raise DurableUsageError(
@@ -164,7 +169,9 @@ def step_plan(state: RunState, spec: StepSpec) -> Plan[Any]:
         state.emit("step_skipped", key, step_name=name)
         answer = replay(state.steps[key])
         if isinstance(answer, Err):
+            state.replayed_failure = True
             raise state.end(answer)
+        _register(state, spec, answer)
         return json_text.copy_of(answer)
     recorded = False
     try:
@@ -180,7 +187,15 @@ def step_plan(state: RunState, spec: StepSpec) -> Plan[Any]:
         state.emit("step_error", key, cause, step_name=name)
         raise state.end(result)
     state.emit("step_success", key, step_name=name)
+    _register(state, spec, result.value)
     return result.value
+
+
+def _register(state: RunState, spec: StepSpec, value: Any) -> None:
+    """A completed step's compensation, to run if the run fails (``saga.py``)."""
+    if spec.compensate is not None:
+        copy = json_text.copy_of(value)
+        state.compensations[spec.key] = Registered(spec.label, copy, spec.compensate)
 
 
 _NOTHING = object()  # what a sleep "returns": stored as awaitly's ok(undefined)
@@ -301,6 +316,8 @@ def _run_and_record(state: RunState, spec: StepSpec) -> Plan[Result[Any, Any]]:
             outcome, result = _outcome_of(state, key, raw)
         state.waits.pop(key, None)  # ended: its checkpoint forgets the wait
         state.groups.pop(key, None)  # and a group's finished members
+        if not result.ok and state.compensations and state.compensation is None:
+            state.compensation = planned(state.compensations)  # saved with the failure: never lost
         state.record(key, outcome)
         text = state.snapshot_text(key)
         seq = state.next_seq()
