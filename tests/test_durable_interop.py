@@ -47,7 +47,8 @@ def node_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=600,
     )
     assert installed.returncode == 0, installed.stderr
-    for script in ("pg_store.mjs", "workflow.mjs", "values.mjs", "forms.mjs", "groups.mjs"):
+    scripts = ("pg_store.mjs", "workflow.mjs", "values.mjs", "forms.mjs", "groups.mjs", "saga.mjs")
+    for script in scripts:
         shutil.copy(INTEROP / script, project / script)
     return project
 
@@ -335,3 +336,66 @@ def test_a_failed_map_is_stored_alike_by_both_runtimes(
         assert answer(done) == {"ok": False, "error": {"type": "TWO"}}
         rows[runtime] = json.loads(shared["store"].get(f"workflow:state:{workflow_id}"))["steps"]
     assert rows["python"] == rows["node"]
+
+
+# --- compensation ---------------------------------------------------------------------
+
+SAGA_STEPS = {
+    "reserve": {"ok": True, "value": {"room": 7}},
+    "charge": {"ok": True, "value": "ch_1"},
+    "crash-here": {"ok": True, "value": "crossed"},
+}
+
+
+def run_saga(runtime: str, project: Path, config: dict[str, Any]) -> Any:
+    if runtime == "python":
+        command = [sys.executable, str(INTEROP / "saga.py"), json.dumps(config)]
+    else:
+        command = ["node", str(project / "saga.mjs"), json.dumps(config)]
+    return subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=120)
+
+
+def saga_steps(shared: dict[str, Any], workflow_id: str) -> dict[str, Any]:
+    steps = dict(json.loads(shared["store"].get(f"workflow:state:{workflow_id}"))["steps"])
+    assert steps.pop("ship")["error"] == {"type": "NO_COURIER"}
+    return steps
+
+
+@pytest.mark.parametrize("runtime", ["python", "node"])
+def test_a_failed_saga_is_stored_alike_and_undone_once(
+    node_project: Path, shared: dict[str, Any], runtime: str
+) -> None:
+    workflow_id = f"saga-{runtime}"
+    config = {"url": shared["url"], "table": shared["table"], "id": workflow_id}
+    assert answer(run_saga(runtime, node_project, config))["error"] == {"type": "NO_COURIER"}
+    assert saga_steps(shared, workflow_id) == SAGA_STEPS
+    undone = {"undo-charge": [runtime], "undo-reserve": [runtime]}
+    assert who_ran(shared, workflow_id) == undone
+    # A Python rerun of the failed run undoes nothing again, whoever stored it.
+    assert answer(run_saga("python", node_project, config))["error"] == {"type": "NO_COURIER"}
+    assert who_ran(shared, workflow_id) == undone
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "undone"),
+    [
+        # Python undoes the steps the killed Node.js process completed...
+        ("node", "python", {"undo-charge": ["python"], "undo-reserve": ["python"]}),
+        # ...where awaitly compensates only what its own execution ran: nothing here.
+        ("python", "node", {}),
+    ],
+)
+def test_a_saga_resumed_after_a_kill_by_the_other_runtime(
+    node_project: Path,
+    shared: dict[str, Any],
+    first: str,
+    second: str,
+    undone: dict[str, list[str]],
+) -> None:
+    workflow_id = f"saga-{first}-to-{second}"
+    config = {"url": shared["url"], "table": shared["table"], "id": workflow_id}
+    crashed = run_saga(first, node_project, {**config, "crashIn": "crash-here"})
+    assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
+    assert answer(run_saga(second, node_project, config))["error"] == {"type": "NO_COURIER"}
+    assert saga_steps(shared, workflow_id) == SAGA_STEPS
+    assert who_ran(shared, workflow_id) == undone
