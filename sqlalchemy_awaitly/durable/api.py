@@ -149,4 +149,6 @@ def _options(backend: SyncBackend | AsyncBackend, deps: Any, given: dict[str, An
         retention=_seconds(given["retention"], "retention"),
         on_event=given["on_event"],
         clock=SYSTEM_CLOCK if given["clock"] is None else given["clock"],
+        store=given["store"],
+        store_prefix=given["prefix"],
     )

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any, Generic, Literal, TypeVar
 
 from sqlalchemy.engine import Connection
@@ -25,6 +26,7 @@ from ..aio import AsyncSQLAlchemyKeyValueStore
 from ..errors import ConfigurationError
 from ..persistence import DEFAULT_PREFIX, AsyncStatePersistence, StatePersistence
 from ..store import SQLAlchemyKeyValueStore
+from .children import Child, child_of, run_child, run_child_async
 from .errors import DurableUsageError
 from .groups import Group, limit_of, mapped, members_of
 from .heartbeat import AsyncHeartbeat, Pending, heartbeats
@@ -473,6 +475,33 @@ class StepForms(Generic[R]):
         errors = ErrorMap("nullable", error, on_null)
         return self._go(StepSpec(key, fn, None, name, errors=errors, compensate=compensate))
 
+    def workflow(
+        self,
+        workflow: Workflow,
+        *,
+        key: str,
+        id: str | None = None,
+        deps: Any = None,
+        name: str | None = None,
+        **options: Any,
+    ) -> R:
+        """Run ``workflow(step, deps)`` as a child run, as this step: a run of its own
+        (``id``, by default ``"<this run's id>:<key>"``: its own row and lease) on this
+        run's store, whose ``Ok`` value or ``Err`` is the step's outcome.
+
+        A parent resumed after a crash does not run a child that completed again, and
+        resumes one that was running (see ``children.py``). ``options`` are
+        ``durable.run``'s (``version``, ``lease_ttl``, ``metadata``, ...).
+        """
+        try:
+            child = child_of(self._state.options, workflow, key, id, deps, options)
+        except DurableUsageError as e:
+            raise _usage_of(self._state, e) from None
+        return self._go(StepSpec(key, self._child(child), None, name))
+
+    def _child(self, child: Child) -> Callable[[], Any]:
+        raise NotImplementedError
+
     def all(
         self,
         members: Mapping[str, Callable[[], Any]] | Sequence[Callable[[], Any]],
@@ -562,6 +591,9 @@ class Step(StepForms[Any]):
 
     def _go(self, spec: StepSpec) -> Any:
         return drive(step_plan(self._state, spec), self._io)
+
+    def _child(self, child: Child) -> Callable[[], Any]:
+        return partial(run_child, child)
 
 
 # --- asyncio ----------------------------------------------------------------
@@ -720,3 +752,6 @@ class AsyncStep(StepForms[Awaitable[Any]]):
 
     def _go(self, spec: StepSpec) -> Awaitable[Any]:
         return adrive(step_plan(self._state, spec), self._io)
+
+    def _child(self, child: Child) -> Callable[[], Any]:
+        return partial(run_child_async, child)

@@ -97,6 +97,9 @@ class RunOptions:
     retention: float | None = None
     on_event: Callable[[DurableEvent], Any] | None = None
     clock: Clock = SYSTEM_CLOCK
+    # ``run``'s own ``store`` and ``prefix`` arguments: a child run gets the same.
+    store: object = None
+    store_prefix: str | None = None
 
     @property
     def state_key(self) -> str:

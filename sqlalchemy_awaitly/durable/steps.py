@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from ..errors import InvalidInputError
 from ..wire import json_text
+from .children import ChildNotRun
 from .compensation import Registered, planned
 from .errors import DuplicateStepKeyError, DurableUsageError
 from .groups import Group
@@ -309,6 +310,8 @@ def _run_and_record(state: RunState, spec: StepSpec) -> Plan[Result[Any, Any]]:
                 yield Flush(tx)
         except DurableUsageError as e:
             raise _usage(state, e) from None
+        except ChildNotRun as e:  # not the child's failure: nothing to record
+            raise state.end(e.result) from None
         except Exception as e:
             failed: Result[Any, Any] = Err(UnexpectedError(f"{type(e).__name__}: {text_of(e)}"), e)
             outcome, result = raised_failure(e), failed
