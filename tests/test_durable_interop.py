@@ -47,8 +47,9 @@ def node_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=600,
     )
     assert installed.returncode == 0, installed.stderr
-    scripts = ("pg_store.mjs", "workflow.mjs", "values.mjs", "forms.mjs", "groups.mjs", "saga.mjs")
-    for script in scripts:
+    for script in ("pg_store.mjs", "workflow.mjs", "values.mjs", "forms.mjs"):
+        shutil.copy(INTEROP / script, project / script)
+    for script in ("groups.mjs", "saga.mjs", "child.mjs"):
         shutil.copy(INTEROP / script, project / script)
     return project
 
@@ -399,3 +400,32 @@ def test_a_saga_resumed_after_a_kill_by_the_other_runtime(
     assert answer(run_saga(second, node_project, config))["error"] == {"type": "NO_COURIER"}
     assert saga_steps(shared, workflow_id) == SAGA_STEPS
     assert who_ran(shared, workflow_id) == undone
+
+
+# --- child workflows ------------------------------------------------------------------
+
+
+def run_child(runtime: str, project: Path, config: dict[str, Any]) -> Any:
+    if runtime == "python":
+        command = [sys.executable, str(INTEROP / "child.py"), json.dumps(config)]
+    else:
+        command = ["node", str(project / "child.mjs"), json.dumps(config)]
+    return subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("direction", ["python-to-node", "node-to-python"])
+def test_a_child_s_step_is_stored_alike_and_not_run_again_by_the_other_runtime(
+    node_project: Path, shared: dict[str, Any], direction: str
+) -> None:
+    first, second = direction.split("-to-")
+    workflow_id = f"child-{direction}"
+    config = {"url": shared["url"], "table": shared["table"], "id": workflow_id}
+    crashed = run_child(first, node_project, {**config, "crashIn": "crash-here"})
+    assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
+    row = json.loads(shared["store"].get(f"workflow:state:{workflow_id}"))
+    assert row["steps"] == {"sub": {"ok": True, "value": {"total": 12}}}
+    assert shared["store"].get(f"workflow:state:{workflow_id}:sub") is None  # it ended
+    idem = json.loads(shared["store"].get(f"workflow:state:idem:{workflow_id}:sub"))
+    assert idem["metadata"]["finalResult"] == {"ok": True, "value": {"total": 12}}
+    assert answer(run_child(second, node_project, config)) == {"ok": True, "value": {"total": 12}}
+    assert who_ran(shared, workflow_id) == {"c1": [first]}
