@@ -173,6 +173,29 @@ def test_operator_commands(url: str) -> None:
     assert rows(url, "SELECT count(*) FROM awaitly_workflow_state")[0][0] == 1
 
 
+def test_a_cancelled_run_is_listed_and_uncancelled(url: str) -> None:
+    assert cli("migrate", "--url", url).returncode == 0
+    store = SQLAlchemyKeyValueStore(url)
+    token = durable.CancelToken()
+    try:
+
+        def export(step: Any, deps: Any) -> Any:
+            step(lambda: token.cancel("closed"), key="first-page")
+            step(lambda: 2, key="rest")
+
+        durable.run(None, export, id="export-1", store=store, cancel=token)
+    finally:
+        store.close()
+    listed = json.loads(cli("list", "--url", url, "--json").stdout)
+    assert [(run["id"], run["state"]) for run in listed] == [("export-1", "cancelled")]
+    uncancelled = cli("uncancel", "export-1", "--url", url)
+    assert uncancelled.returncode == 0, uncancelled.stderr
+    assert "the next run resumes it" in uncancelled.stdout
+    assert json.loads(cli("list", "--url", url, "--json").stdout)[0]["state"] == "crashed"
+    assert cli("uncancel", "export-1", "--url", url).returncode == 1  # not cancelled now
+    assert cli("uncancel", "missing", "--url", url).returncode == 1
+
+
 def test_bad_urls_and_unreachable_servers(tmp_path: Path) -> None:
     assert cli("list").returncode == 2  # no URL at all
     assert cli("list", "--url", "not a url").returncode == 2
@@ -205,6 +228,7 @@ COMMANDS = [
     ["show", "order-1"],
     ["delete", "order-1"],
     ["retry", "order-1"],
+    ["uncancel", "order-1"],
     ["purge-expired"],
     ["stats"],
     ["migrate"],

@@ -192,6 +192,22 @@ def retry(
     click.echo(f"{workflow_id}: cleared {', '.join(cleared)}; the next run executes it again")
 
 
+@main.command()
+@database_options
+@click.argument("workflow_id")
+def uncancel(
+    url: str | None, table: str, schema: str | None, key_prefix: str, workflow_id: str
+) -> None:
+    """Clear WORKFLOW_ID's cancellation, so its next run resumes it."""
+    with opened(url, table, schema, key_prefix) as state, explained(url, table, schema):
+        if state.load_raw(workflow_id) is None:
+            raise Failure(f"no stored workflow {workflow_id!r} under {key_prefix}", NOT_FOUND)
+        cleared = durable.uncancel(state, workflow_id)
+    if not cleared:
+        raise Failure(f"{workflow_id}: not cancelled", NOT_FOUND)
+    click.echo(f"{workflow_id}: cancellation cleared; the next run resumes it")
+
+
 @main.command("purge-expired")
 @database_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True)

@@ -13,6 +13,7 @@
 
 from ..wire.documents import LOCK_PREFIX
 from .api import DEFAULT_LEASE_TTL, run, run_async
+from .cancel import CancelToken
 from .clock import Clock, SystemClock
 from .drivers import AsyncStep, Step
 from .errors import DuplicateStepKeyError, DurableUsageError, UnsupportedValueError
@@ -32,6 +33,8 @@ from .helpers import (
     list_pending_async,
     retry_step,
     retry_step_async,
+    uncancel,
+    uncancel_async,
 )
 from .memory import MemoryStore
 from .results import (
@@ -47,6 +50,7 @@ from .results import (
     RunnerError,
     UnexpectedError,
     VersionMismatch,
+    WorkflowCancelled,
 )
 from .retry import Retry
 from .state import DurableEvent, Migrated, VersionMismatchInfo
@@ -56,6 +60,7 @@ __all__ = [
     "DEFAULT_LEASE_TTL",
     "LOCK_PREFIX",
     "AsyncStep",
+    "CancelToken",
     "Clock",
     "ConcurrentExecution",
     "CorruptState",
@@ -84,6 +89,7 @@ __all__ = [
     "UnsupportedValueError",
     "VersionMismatch",
     "VersionMismatchInfo",
+    "WorkflowCancelled",
     "clear_state",
     "clear_state_async",
     "delete_state",
@@ -98,4 +104,6 @@ __all__ = [
     "retry_step_async",
     "run",
     "run_async",
+    "uncancel",
+    "uncancel_async",
 ]

@@ -10,6 +10,7 @@ from typing import Any
 from ..errors import InvalidInputError
 from ..validation import check_key, check_pattern
 from ..wire.documents import LOCK_PREFIX, idempotency_key_of
+from .cancel import CancelToken
 from .clock import SYSTEM_CLOCK, Clock
 from .drivers import (
     AsyncBackend,
@@ -52,6 +53,7 @@ def run(
     prefix: str | None = None,
     lock_prefix: str = LOCK_PREFIX,
     clock: Clock | None = None,
+    cancel: CancelToken | None = None,
 ) -> Result[Any, Any]:
     """Run ``workflow(step, deps)`` durably under ``id``; see docs/durable.md.
 
@@ -85,6 +87,7 @@ async def run_async(
     prefix: str | None = None,
     lock_prefix: str = LOCK_PREFIX,
     clock: Clock | None = None,
+    cancel: CancelToken | None = None,
 ) -> Result[Any, Any]:
     """The asyncio :func:`run`: ``async def workflow(step, deps)`` awaits its steps."""
     backend = async_backend(store, prefix)
@@ -151,4 +154,11 @@ def _options(backend: SyncBackend | AsyncBackend, deps: Any, given: dict[str, An
         clock=SYSTEM_CLOCK if given["clock"] is None else given["clock"],
         store=given["store"],
         store_prefix=given["prefix"],
+        cancel=_cancel_token(given["cancel"]),
     )
+
+
+def _cancel_token(token: object) -> CancelToken | None:
+    if token is not None and not isinstance(token, CancelToken):
+        raise TypeError(f"cancel must be a durable.CancelToken, got {type(token).__name__}")
+    return token

@@ -12,9 +12,11 @@ from dataclasses import asdict, dataclass, field
 from ..errors import CorruptStateError, InvalidInputError
 from ..validation import check_pattern
 from ..wire.documents import LOCK_PREFIX, decode_state, idempotency_key_of, now_iso, to_json
+from .cancel import CANCELLED, cancelled_mark
 from .drivers import AsyncIO, SyncIO, adrive, async_backend, drive, sync_backend
 from .requests import Delete, DeleteMany, Keys, Load, LoadMany, Plan, Save
 from .run_states import RunState, state_of
+from .waits import WAITS
 
 _BATCH = 1000
 
@@ -103,9 +105,10 @@ def _pending(workflow_id: str, key: str, text: str, leased: bool) -> PendingRun:
     steps = snapshot["steps"]
     failed = next((k for k, outcome in steps.items() if not outcome["ok"]), None)
     updated = snapshot["execution"].get("lastUpdated")
+    cancelled = cancelled_mark(snapshot.get("metadata") or {}) is not None
     return PendingRun(
         workflow_id,
-        state_of(leased=leased, corrupt=False, failed=failed is not None),
+        state_of(leased=leased, corrupt=False, failed=failed is not None, cancelled=cancelled),
         len(steps),
         updated if isinstance(updated, str) else None,
         failed,
@@ -134,6 +137,27 @@ def _retry_step(prefix: str, workflow_id: str, step_key: str | None) -> Plan[lis
     snapshot["execution"] = {**(snapshot.get("execution") or {}), "lastUpdated": now_iso()}
     yield Save(key, to_json(snapshot))
     return cleared
+
+
+def _uncancel(prefix: str, workflow_id: str) -> Plan[bool]:
+    key = prefix + _check_id(workflow_id)
+    text = yield Load(key)
+    if text is None:
+        return False
+    snapshot = decode_state(key, text)
+    metadata = dict(snapshot.get("metadata") or {})
+    section = metadata.get(WAITS)
+    if not isinstance(section, dict) or CANCELLED not in section:
+        return False
+    rest = {k: v for k, v in section.items() if k != CANCELLED}
+    if rest:
+        metadata[WAITS] = rest
+    else:
+        del metadata[WAITS]
+    snapshot["metadata"] = metadata
+    snapshot["execution"] = {**(snapshot.get("execution") or {}), "lastUpdated": now_iso()}
+    yield Save(key, to_json(snapshot))
+    return True
 
 
 # --- the entry points -------------------------------------------------------
@@ -202,6 +226,13 @@ def retry_step(
     return drive(_retry_step(p, workflow_id, step_key), io)
 
 
+def uncancel(store: object, workflow_id: str, *, state_prefix: str | None = None) -> bool:
+    """Clear the cancellation recorded in a run's row, so the next run resumes it;
+    False if it is not marked cancelled. Not for a run that is running."""
+    p, io = _sync(store, state_prefix)
+    return drive(_uncancel(p, workflow_id), io)
+
+
 async def has_state_async(
     store: object, workflow_id: str, *, state_prefix: str | None = None
 ) -> bool:
@@ -251,6 +282,13 @@ async def retry_step_async(
     return await adrive(_retry_step(p, workflow_id, step_key), io)
 
 
+async def uncancel_async(
+    store: object, workflow_id: str, *, state_prefix: str | None = None
+) -> bool:
+    p, io = _async(store, state_prefix)
+    return await adrive(_uncancel(p, workflow_id), io)
+
+
 __all__ = [
     "DeleteReport",
     "PendingRun",
@@ -267,4 +305,6 @@ __all__ = [
     "list_pending_async",
     "retry_step",
     "retry_step_async",
+    "uncancel",
+    "uncancel_async",
 ]

@@ -18,11 +18,13 @@ from ..wire.documents import (
     decode_state,
     idempotency_record,
     lease_value,
+    now_iso,
     read_idempotency,
     same_input,
     to_json,
     version_of,
 )
+from .cancel import text_or_none
 from .errors import DurableUsageError
 from .replies import acquire, delete_guarded, repeated_if_unknown
 from .requests import (
@@ -48,8 +50,10 @@ from .results import (
     Result,
     UnexpectedError,
     VersionMismatch,
+    WorkflowCancelled,
 )
 from .saga import compensated
+from .snapshots import save_snapshot
 from .state import (
     BodyOutcome,
     Lease,
@@ -225,6 +229,10 @@ def _loaded(o: RunOptions, state: RunState) -> Plan[Result[Any, Any]]:
                 )
         if snapshot is not None:
             state.resume_from(snapshot)
+        if state.cancelled is not None:  # resumed only once durable.uncancel clears it
+            mark = state.cancelled
+            reason, last = text_or_none(mark.get("reason")), text_or_none(mark.get("lastStepKey"))
+            return Err(WorkflowCancelled(o.workflow_id, reason, last))
     body = yield RunBody(state)
     if state.usage_error is not None:
         raise state.usage_error
@@ -249,6 +257,15 @@ def _ended(o: RunOptions, state: RunState, result: Result[Any, Any]) -> Plan[Res
     lease_lost = Err(LeaseExpired(o.workflow_id))  # the row stays: another owner may run it
     if state.lease is not None and state.lease.gone():
         return lease_lost
+    if isinstance(result, Err) and isinstance(result.error, WorkflowCancelled):
+        cancelled = result.error
+        state.cancelled = {
+            "reason": cancelled.reason,
+            "lastStepKey": cancelled.last_step_key,
+            "at": now_iso(),
+        }
+        unsaved = yield from save_snapshot(state, "the cancellation")
+        return result if unsaved is None else unsaved
     if isinstance(result, Ok):
         if o.idempotency_key is not None:
             check_json(result.value, "the workflow's return value (kept for its idempotency key)")

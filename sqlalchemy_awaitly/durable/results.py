@@ -127,6 +127,25 @@ class IdempotencyConflict(RunnerError):
 
 
 @dataclass(frozen=True)
+class WorkflowCancelled(RunnerError):
+    """The run was cancelled (``CancelToken``), or is marked cancelled in its row; it is
+    kept, and resumes only after ``durable.uncancel``."""
+
+    type: ClassVar[str] = "WORKFLOW_CANCELLED"
+    reason: str | None = None
+    last_step_key: str | None = None
+
+    @property
+    def message(self) -> str:
+        why = f": {self.reason}" if self.reason else ""
+        after = f" after step '{self.last_step_key}'" if self.last_step_key else ""
+        return (
+            f"Workflow '{self.workflow_id}' was cancelled{after}{why}. Its state is kept; "
+            f"durable.uncancel(store, '{self.workflow_id}') lets the next run resume it."
+        )
+
+
+@dataclass(frozen=True)
 class CorruptState(RunnerError):
     """The stored row is not JSON, or not a snapshot this version reads; nothing was run."""
 

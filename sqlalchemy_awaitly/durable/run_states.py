@@ -10,6 +10,9 @@ rows exist and what they hold:
 ``running``   a live lease holds the id (whatever the state row holds)
 ``failed``    no live lease, and a step's stored failure ends every rerun
               until ``retry_step`` clears it
+``cancelled`` no live lease, and the row records a cancellation
+              (``CancelToken``): a ``run`` with this id is refused until
+              ``uncancel`` clears it
 ``crashed``   no live lease and no stored failure: the process ended before
               the run did (killed, or its lease expired); the next ``run``
               with this id resumes it
@@ -32,6 +35,7 @@ class RunState(str, Enum):
 
     RUNNING = "running"
     FAILED = "failed"
+    CANCELLED = "cancelled"
     CRASHED = "crashed"
     CORRUPT = "corrupt"
     COMPLETED = "completed"
@@ -40,10 +44,12 @@ class RunState(str, Enum):
         return self.value
 
 
-def state_of(*, leased: bool, corrupt: bool, failed: bool) -> RunState:
+def state_of(*, leased: bool, corrupt: bool, failed: bool, cancelled: bool = False) -> RunState:
     """The state of a run with a state row, from what its rows say."""
     if leased:
         return RunState.RUNNING
     if corrupt:
         return RunState.CORRUPT
+    if cancelled:
+        return RunState.CANCELLED
     return RunState.FAILED if failed else RunState.CRASHED

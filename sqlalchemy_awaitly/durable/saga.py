@@ -24,8 +24,9 @@ import logging
 from typing import Any
 
 from .compensation import planned
-from .requests import Call, Plan, Save
-from .results import Err, LeaseExpired, PersistenceFailed, Result, RunnerError
+from .requests import Call, Plan
+from .results import Err, Result, RunnerError
+from .snapshots import save_snapshot
 from .state import RunState
 from .values import encode_exception, text_of
 
@@ -45,7 +46,7 @@ def compensated(state: RunState, result: Result[Any, Any]) -> Plan[Result[Any, A
         if state.replayed_failure or not state.compensations:
             return result
         record = state.compensation = planned(state.compensations)
-        stopped = yield from _recorded(state)
+        stopped = yield from save_snapshot(state, "the compensation's progress")
         if stopped is not None:
             return stopped
     raised: dict[str, BaseException] = {}
@@ -67,7 +68,7 @@ def compensated(state: RunState, result: Result[Any, Any]) -> Plan[Result[Any, A
             log.warning("compensation of step %r failed: %s", key, text_of(failure))
         record.pending.pop(0)
         record.done.append(key)
-        stopped = yield from _recorded(state)
+        stopped = yield from save_snapshot(state, "the compensation's progress")
         if stopped is not None:
             return stopped
     if not record.errors:
@@ -82,23 +83,3 @@ def compensated(state: RunState, result: Result[Any, Any]) -> Plan[Result[Any, A
         "compensationErrors": errors,
     }
     return Err(saga, result.cause)
-
-
-def _recorded(state: RunState) -> Plan[Result[Any, Any] | None]:
-    """Save the snapshot with the compensation's progress, under the lease; the run's
-    result instead if it cannot be saved (the rest stays pending for the next run)."""
-    o = state.options
-    text = state.snapshot_text(state.last_key or "")
-    seq = state.next_seq()
-    try:
-        saved = yield Save(o.state_key, text, None, None, state.guard, seq)
-    except Exception as e:
-        return Err(PersistenceFailed(o.workflow_id, "save", e, "the compensation's progress"))
-    if saved is False:
-        assert state.lease is not None
-        state.lease.lost = True
-        return Err(LeaseExpired(o.workflow_id))
-    if seq > state.saved_seq:
-        state.saved_text, state.saved_seq = text, seq
-    state.has_row = True
-    return None

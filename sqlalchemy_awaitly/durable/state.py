@@ -15,6 +15,7 @@ from ..wire.documents import (
     SnapshotWriter,
     idempotency_key_of,
 )
+from .cancel import CANCELLED, CancelToken, cancelled_mark
 from .clock import SYSTEM_CLOCK, Clock
 from .compensation import COMPENSATION, Compensation, Registered, compensation_of
 from .errors import DurableUsageError
@@ -100,6 +101,7 @@ class RunOptions:
     # ``run``'s own ``store`` and ``prefix`` arguments: a child run gets the same.
     store: object = None
     store_prefix: str | None = None
+    cancel: CancelToken | None = None
 
     @property
     def state_key(self) -> str:
@@ -189,6 +191,8 @@ class RunState:
         self.compensation: Compensation | None = None
         self.replayed_failure = False  # the run fails at a failure read from the row
         self.last_key: str | None = None  # of the last snapshot built
+        self.last_done: str | None = None  # the last step completed (run or replayed)
+        self.cancelled: dict[str, Any] | None = None  # the row's mark, once cancelled
         self.released = False  # the lease went with the run's row, in one statement
         # The newest snapshot text written (or loaded): a lost reply is resolved against it.
         self.saved_text: str | None = None
@@ -223,6 +227,7 @@ class RunState:
         self.waits = waits_of(self.stored_metadata, self.stored)
         self.groups = groups_of(self.stored_metadata, self.stored)
         self.compensation = compensation_of(self.stored_metadata)
+        self.cancelled = cancelled_mark(self.stored_metadata)
         last = self.stored_metadata.get("lastStepKey")
         self.last_key = last if isinstance(last, str) else None
         self.has_row = True
@@ -234,7 +239,7 @@ class RunState:
 
         Not to be changed: while nothing is in progress it is the same dict every
         time (so its JSON is encoded once, :class:`SnapshotWriter`)."""
-        in_progress = bool(self.waits or self.groups or self.compensation)
+        in_progress = bool(self.waits or self.groups or self.compensation or self.cancelled)
         if not in_progress and self._metadata is not None:
             return self._metadata
         o = self.options
@@ -250,6 +255,8 @@ class RunState:
             section[GROUPS] = {key: dict(members) for key, members in self.groups.items()}
         if self.compensation is not None:
             section[COMPENSATION] = self.compensation.as_json()
+        if self.cancelled is not None:
+            section[CANCELLED] = dict(self.cancelled)
         merged[WAITS] = section
         return merged
 

@@ -38,6 +38,7 @@ from .results import (
     PersistenceFailed,
     Result,
     UnexpectedError,
+    WorkflowCancelled,
 )
 from .retry import Retry
 from .state import (
@@ -173,6 +174,7 @@ def step_plan(state: RunState, spec: StepSpec) -> Plan[Any]:
             state.replayed_failure = True
             raise state.end(answer)
         _register(state, spec, answer)
+        state.last_done = key
         return json_text.copy_of(answer)
     recorded = False
     try:
@@ -189,6 +191,7 @@ def step_plan(state: RunState, spec: StepSpec) -> Plan[Any]:
         raise state.end(result)
     state.emit("step_success", key, step_name=name)
     _register(state, spec, result.value)
+    state.last_done = key
     return result.value
 
 
@@ -238,6 +241,10 @@ def _check_running(state: RunState) -> None:
         raise StepExit(state.stop)
     if state.lease is not None and state.lease.gone():
         raise state.end(Err(LeaseExpired(state.options.workflow_id)))
+    token = state.options.cancel
+    if token is not None and token.cancelled:
+        cancelled = WorkflowCancelled(state.options.workflow_id, token.reason, state.last_done)
+        raise state.end(Err(cancelled))
 
 
 def _group(state: RunState, spec: StepSpec) -> Plan[Any]:

@@ -1,0 +1,30 @@
+"""Saving a run's snapshot outside a step's checkpoint (a compensation's progress, a
+cancellation), under the lease."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .requests import Plan, Save
+from .results import Err, LeaseExpired, PersistenceFailed, Result
+from .state import RunState
+
+
+def save_snapshot(state: RunState, what: str) -> Plan[Result[Any, Any] | None]:
+    """Save the snapshot as it is now (``what`` changed: a compensation's progress, a
+    cancellation), under the lease; the run's result instead if it cannot be saved."""
+    o = state.options
+    text = state.snapshot_text(state.last_key or "")
+    seq = state.next_seq()
+    try:
+        saved = yield Save(o.state_key, text, None, None, state.guard, seq)
+    except Exception as e:
+        return Err(PersistenceFailed(o.workflow_id, "save", e, what))
+    if saved is False:
+        assert state.lease is not None
+        state.lease.lost = True
+        return Err(LeaseExpired(o.workflow_id))
+    if seq > state.saved_seq:
+        state.saved_text, state.saved_seq = text, seq
+    state.has_row = True
+    return None
