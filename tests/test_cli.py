@@ -188,6 +188,8 @@ def test_a_cancelled_run_is_listed_and_uncancelled(url: str) -> None:
         store.close()
     listed = json.loads(cli("list", "--url", url, "--json").stdout)
     assert [(run["id"], run["state"]) for run in listed] == [("export-1", "cancelled")]
+    assert cli("cancel", "export-1", "--url", url, "--reason", "again").returncode == 0
+    assert cli("cancel", "missing", "--url", url).returncode == 1
     uncancelled = cli("uncancel", "export-1", "--url", url)
     assert uncancelled.returncode == 0, uncancelled.stderr
     assert "the next run resumes it" in uncancelled.stdout
@@ -228,6 +230,7 @@ COMMANDS = [
     ["show", "order-1"],
     ["delete", "order-1"],
     ["retry", "order-1"],
+    ["cancel", "order-1"],
     ["uncancel", "order-1"],
     ["purge-expired"],
     ["stats"],

@@ -135,3 +135,94 @@ def test_a_cancelled_asyncio_task_stops_the_run_without_cancelling_it() -> None:
     asyncio.run(asyncio.wait_for(main(), 10))
     [listed] = durable.list_pending(store)
     assert listed.state is RunState.CRASHED  # stopped, resumable: not cancelled
+
+
+# --- from another process: durable.cancel ------------------------------------------
+
+
+def cancel_from_elsewhere(env: Env, workflow_id: str, reason: str) -> Any:
+    """A step that cancels its own run as another process would (its lease row)."""
+
+    def sync() -> Any:
+        assert durable.cancel(env.store, workflow_id, reason) is True
+        return "asked"
+
+    async def asynchronous() -> Any:
+        assert await durable.cancel_async(env.store, workflow_id, reason) is True
+        return "asked"
+
+    return sync if env.flavour == "sync" else asynchronous
+
+
+def test_a_run_cancelled_from_elsewhere_stops_before_its_next_step(durable_env: Env) -> None:
+    steps = Steps()
+
+    def body(deps: Any) -> Any:
+        yield steps("s1")
+        yield "ask", cancel_from_elsewhere(durable_env, "wf-remote", "operator")
+        yield steps("s3")
+
+    result = durable_env.run(body, id="wf-remote")
+    assert isinstance(result, Err) and isinstance(result.error, WorkflowCancelled)
+    assert (result.error.reason, result.error.last_step_key) == ("operator", "ask")
+    assert steps.ran == ["s1"]
+    row = json.loads(durable_env.row("wf-remote") or "{}")
+    assert set(row["steps"]) == {"s1", "ask"}  # the step that was running kept its record
+    assert cancelled_in_row(durable_env, "wf-remote")["reason"] == "operator"
+    assert durable_env.kv.get("workflow:lock:wf-remote") is None  # released
+    assert isinstance(durable_env.run(body, id="wf-remote").error, WorkflowCancelled)
+
+
+def test_a_cancel_that_comes_as_the_run_ends_lets_it_end(durable_env: Env) -> None:
+    def body(deps: Any) -> Any:
+        yield "ask", cancel_from_elsewhere(durable_env, "wf-late", "too late")
+        return "done"
+
+    assert durable_env.run(body, id="wf-late").value == "done"
+    assert durable_env.row("wf-late") is None
+    assert durable_env.kv.get("workflow:lock:wf-late") is None
+
+
+def test_a_long_step_cancelled_from_elsewhere_keeps_its_lease_and_its_record(
+    durable_env: Env,
+) -> None:
+    # The heartbeat's renewal is refused first: it finds the mark and carries on.
+    import asyncio
+    import time
+
+    steps = Steps()
+
+    def slow_sync() -> Any:
+        assert durable.cancel(durable_env.store, "wf-long", "stop") is True
+        time.sleep(0.5)  # longer than a renewal interval
+        return "slow"
+
+    async def slow_async() -> Any:
+        assert await durable.cancel_async(durable_env.store, "wf-long", "stop") is True
+        await asyncio.sleep(0.5)
+        return "slow"
+
+    def body(deps: Any) -> Any:
+        yield "slow", slow_sync if durable_env.flavour == "sync" else slow_async
+        yield steps("after")
+
+    result = durable_env.run(body, id="wf-long", lease_ttl=0.6, heartbeat_interval=0.1)
+    assert isinstance(result, Err) and isinstance(result.error, WorkflowCancelled)
+    assert steps.ran == []
+    assert set(json.loads(durable_env.row("wf-long") or "{}")["steps"]) == {"slow"}
+
+
+def test_a_stopped_run_is_marked_cancelled_at_once(durable_env: Env) -> None:
+    steps = Steps()
+
+    def body(deps: Any) -> Any:
+        yield steps("s1")
+        yield "fail", lambda: Err("BOOM")
+
+    durable_env.run(body, id="wf-stopped")
+    assert durable_env.helper("cancel", "wf-stopped", "no retries") is True
+    [listed] = [r for r in durable_env.helper("list_pending") if r.id == "wf-stopped"]
+    assert listed.state is RunState.CANCELLED
+    result = durable_env.run(body, id="wf-stopped")
+    assert isinstance(result.error, WorkflowCancelled) and result.error.reason == "no retries"
+    assert durable_env.helper("cancel", "no-such-run") is False

@@ -195,6 +195,27 @@ def retry(
 @main.command()
 @database_options
 @click.argument("workflow_id")
+@click.option("--reason", default=None, help="why, kept with the run and in its error")
+def cancel(
+    url: str | None,
+    table: str,
+    schema: str | None,
+    key_prefix: str,
+    workflow_id: str,
+    reason: str | None,
+) -> None:
+    """Cancel WORKFLOW_ID: a running run stops before its next step, a stopped one is
+    marked cancelled; neither is resumed until `uncancel`."""
+    with opened(url, table, schema, key_prefix) as state, explained(url, table, schema):
+        done = durable.cancel(state, workflow_id, reason)
+    if not done:
+        raise Failure(f"no stored workflow {workflow_id!r} under {key_prefix}", NOT_FOUND)
+    click.echo(f"{workflow_id}: cancelled (a running run stops before its next step)")
+
+
+@main.command()
+@database_options
+@click.argument("workflow_id")
 def uncancel(
     url: str | None, table: str, schema: str | None, key_prefix: str, workflow_id: str
 ) -> None:

@@ -26,6 +26,7 @@ from ..aio import AsyncSQLAlchemyKeyValueStore
 from ..errors import ConfigurationError
 from ..persistence import DEFAULT_PREFIX, AsyncStatePersistence, StatePersistence
 from ..store import SQLAlchemyKeyValueStore
+from .cancel import renewed
 from .children import Child, child_of, run_child, run_child_async
 from .errors import DurableUsageError
 from .groups import Group, limit_of, mapped, members_of
@@ -58,7 +59,7 @@ from .requests import (
     Touch,
 )
 from .retry import Retry
-from .state import BodyOutcome, RunState, StepExit
+from .state import BodyOutcome, Lease, RunState, StepExit
 from .steps import ErrorMap, StepSpec, step_plan
 from .storage import AsyncKeyValue, AsyncMemory, AsyncTransactional, KeyValue, Transactional
 from .timed import await_with_limit, call_with_limit
@@ -251,6 +252,7 @@ class SyncIO:
         self.backend = backend
         self.workflow = workflow
         self._heartbeat: Pending | None = None
+        self._lease: Lease | None = None
         self._saves = threading.Lock()
         self._saved_seq = 0
 
@@ -297,6 +299,7 @@ class SyncIO:
             return self._body(request.state)
         if isinstance(request, StartHeartbeat):
             assert request.state.lease is not None
+            self._lease = request.state.lease
             self._heartbeat = heartbeats.start(self._renew, request.state.lease)
             return None
         if isinstance(request, StopHeartbeat):
@@ -305,7 +308,8 @@ class SyncIO:
         return store_call(self.backend, request)
 
     def _renew(self, renewal: Renew) -> object:
-        return store_call(self.backend, renewal)
+        assert self._lease is not None
+        return drive(renewed(self._lease, renewal), self)
 
     def _begin(self, session: bool) -> Tx:
         if self.backend.db is None:
@@ -635,6 +639,7 @@ class AsyncIO:
         self.backend = backend
         self.workflow = workflow
         self._heartbeat: AsyncHeartbeat | None = None
+        self._lease: Lease | None = None
         self._saves: asyncio.Lock | None = None
         self._saved_seq = 0
 
@@ -675,6 +680,7 @@ class AsyncIO:
             return await self._body(request.state)
         if isinstance(request, StartHeartbeat):
             assert request.state.lease is not None
+            self._lease = request.state.lease
             self._heartbeat = AsyncHeartbeat(self._renew, request.state.lease)
             return None
         if isinstance(request, StopHeartbeat):
@@ -689,7 +695,8 @@ class AsyncIO:
             self._heartbeat.abandon()
 
     async def _renew(self, renewal: Renew) -> object:
-        return await _stored(self.backend, renewal)
+        assert self._lease is not None
+        return await adrive(renewed(self._lease, renewal), self)
 
     async def _begin(self, session: bool) -> Tx:
         if self.backend.db is None:

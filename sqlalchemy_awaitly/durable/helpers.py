@@ -6,15 +6,24 @@ entry point; they act only on keys under the store's state prefix.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from ..errors import CorruptStateError, InvalidInputError
 from ..validation import check_pattern
-from ..wire.documents import LOCK_PREFIX, decode_state, idempotency_key_of, now_iso, to_json
-from .cancel import CANCELLED, cancelled_mark
+from ..wire.documents import (
+    LOCK_PREFIX,
+    decode_state,
+    idempotency_key_of,
+    lease_value,
+    now_iso,
+    to_json,
+)
+from .cancel import CANCELLED, cancelled_mark, marked
 from .drivers import AsyncIO, SyncIO, adrive, async_backend, drive, sync_backend
-from .requests import Delete, DeleteMany, Keys, Load, LoadMany, Plan, Save
+from .replies import acquire, repeated_if_unknown
+from .requests import Delete, DeleteMany, Keys, Load, LoadMany, Plan, Release, Save
 from .run_states import RunState, state_of
 from .waits import WAITS
 
@@ -139,6 +148,57 @@ def _retry_step(prefix: str, workflow_id: str, step_key: str | None) -> Plan[lis
     return cleared
 
 
+CANCEL_LEASE_TTL = 60.0  # a running owner's lease, once marked: its renewals extend it
+
+
+def _cancel(prefix: str, lock_prefix: str, workflow_id: str, reason: str | None) -> Plan[bool]:
+    """Ask a running run to stop (mark its lease), or mark a stopped one cancelled."""
+    if reason is not None and not isinstance(reason, str):
+        raise TypeError(f"a cancellation reason is a str or None, got {type(reason).__name__}")
+    lock_key = lock_prefix + _check_id(workflow_id)
+    for _ in range(3):  # the lease changed hands meanwhile: look again
+        current = yield Load(lock_key)
+        if current is not None:
+            mark = marked(current, reason)
+            if mark is None:
+                raise InvalidInputError(f"the lease row of {workflow_id!r} is not a lease")
+            if mark == current:
+                return True  # asked already
+            asked = yield Save(lock_key, mark, CANCEL_LEASE_TTL, None, (lock_key, current))
+            if asked:
+                return True
+            continue
+        mine = lease_value(uuid.uuid4().hex)
+        if not (yield from acquire(lock_key, mine, CANCEL_LEASE_TTL)):
+            continue  # it started meanwhile
+        try:
+            return bool(
+                (yield from _mark_cancelled(prefix + workflow_id, reason, (lock_key, mine)))
+            )
+        finally:
+            yield from repeated_if_unknown(Release(lock_key, mine))
+    return False
+
+
+def _mark_cancelled(key: str, reason: str | None, guard: tuple[str, str]) -> Plan[object]:
+    """Record the cancellation in the row of a run that is not running."""
+    text = yield Load(key)
+    if text is None:
+        return False
+    snapshot = decode_state(key, text)
+    metadata = dict(snapshot.get("metadata") or {})
+    section = metadata.get(WAITS)
+    last = metadata.get("lastStepKey")
+    mark = {"reason": reason, "lastStepKey": last if isinstance(last, str) else None}
+    metadata[WAITS] = {
+        **(section if isinstance(section, dict) else {}),
+        CANCELLED: {**mark, "at": now_iso()},
+    }
+    snapshot["metadata"] = metadata
+    snapshot["execution"] = {**(snapshot.get("execution") or {}), "lastUpdated": now_iso()}
+    return (yield Save(key, to_json(snapshot), None, None, guard))
+
+
 def _uncancel(prefix: str, workflow_id: str) -> Plan[bool]:
     key = prefix + _check_id(workflow_id)
     text = yield Load(key)
@@ -226,6 +286,21 @@ def retry_step(
     return drive(_retry_step(p, workflow_id, step_key), io)
 
 
+def cancel(
+    store: object,
+    workflow_id: str,
+    reason: str | None = None,
+    *,
+    state_prefix: str | None = None,
+    lock_prefix: str = LOCK_PREFIX,
+) -> bool:
+    """Cancel a run from anywhere: a running one stops before its next step (asked
+    through its lease row, seen at its next checkpoint or lease renewal), a stopped one
+    is marked cancelled at once. False if there is no such run."""
+    p, io = _sync(store, state_prefix)
+    return drive(_cancel(p, check_pattern(lock_prefix), workflow_id, reason), io)
+
+
 def uncancel(store: object, workflow_id: str, *, state_prefix: str | None = None) -> bool:
     """Clear the cancellation recorded in a run's row, so the next run resumes it;
     False if it is not marked cancelled. Not for a run that is running."""
@@ -282,6 +357,18 @@ async def retry_step_async(
     return await adrive(_retry_step(p, workflow_id, step_key), io)
 
 
+async def cancel_async(
+    store: object,
+    workflow_id: str,
+    reason: str | None = None,
+    *,
+    state_prefix: str | None = None,
+    lock_prefix: str = LOCK_PREFIX,
+) -> bool:
+    p, io = _async(store, state_prefix)
+    return await adrive(_cancel(p, check_pattern(lock_prefix), workflow_id, reason), io)
+
+
 async def uncancel_async(
     store: object, workflow_id: str, *, state_prefix: str | None = None
 ) -> bool:
@@ -293,6 +380,8 @@ __all__ = [
     "DeleteReport",
     "PendingRun",
     "RunState",
+    "cancel",
+    "cancel_async",
     "clear_state",
     "clear_state_async",
     "delete_state",

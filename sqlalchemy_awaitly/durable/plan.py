@@ -24,7 +24,7 @@ from ..wire.documents import (
     to_json,
     version_of,
 )
-from .cancel import text_or_none
+from .cancel import adopted_cancel, text_or_none
 from .errors import DurableUsageError
 from .replies import acquire, delete_guarded, repeated_if_unknown
 from .requests import (
@@ -277,9 +277,14 @@ def _ended(o: RunOptions, state: RunState, result: Result[Any, Any]) -> Plan[Res
                 # is still to be completed: until it is, the lease keeps a second
                 # caller with the same key from running the workflow again.
                 release = o.idempotency_key is None
-                deleted = yield from delete_guarded(
-                    o.state_key, state.guard, state.saved_text, release
-                )
+                guard = state.guard
+                deleted = yield from delete_guarded(o.state_key, guard, state.saved_text, release)
+                assert state.lease is not None  # a guard is a lease's
+                if not deleted and (yield from adopted_cancel(state.lease, guard[1])):
+                    # Asked to stop as it ended: it has ended, under the marked lease.
+                    deleted = yield from delete_guarded(
+                        o.state_key, state.guard, state.saved_text, release
+                    )
                 state.released = release and deleted
                 if state.has_row and not deleted:
                     return lease_lost

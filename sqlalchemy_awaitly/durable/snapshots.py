@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .cancel import saved_under_lease
 from .requests import Plan, Save
 from .results import Err, LeaseExpired, PersistenceFailed, Result
 from .state import RunState
@@ -17,7 +18,8 @@ def save_snapshot(state: RunState, what: str) -> Plan[Result[Any, Any] | None]:
     text = state.snapshot_text(state.last_key or "")
     seq = state.next_seq()
     try:
-        saved = yield Save(o.state_key, text, None, None, state.guard, seq)
+        save = Save(o.state_key, text, None, None, state.guard, seq)
+        saved = yield from saved_under_lease(state, save)
     except Exception as e:
         return Err(PersistenceFailed(o.workflow_id, "save", e, what))
     if saved is False:

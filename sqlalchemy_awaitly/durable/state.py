@@ -125,6 +125,16 @@ class Lease:
     interval: float
     lost: bool = False
     last_renewed: float = field(default_factory=time.monotonic)
+    # Another process asked this run to stop (``durable.cancel``), marking the lease
+    # row: the marked value is the lease's now, and the run ends before its next step.
+    cancel_requested: bool = False
+    cancel_reason: str | None = None
+
+    def adopt(self, marked: str, reason: str | None) -> None:
+        """The lease row was marked for cancellation: it is still ours, under ``marked``."""
+        self.value = marked
+        self.cancel_reason = reason
+        self.cancel_requested = True
 
     def renewed(self, answer: bool | None) -> None:
         """``answer``: the renewal's result, or None if it raised."""

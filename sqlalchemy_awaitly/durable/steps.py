@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from ..errors import InvalidInputError
 from ..wire import json_text
+from .cancel import saved_under_lease
 from .children import ChildNotRun
 from .compensation import Registered, planned
 from .errors import DuplicateStepKeyError, DurableUsageError
@@ -241,9 +242,14 @@ def _check_running(state: RunState) -> None:
         raise StepExit(state.stop)
     if state.lease is not None and state.lease.gone():
         raise state.end(Err(LeaseExpired(state.options.workflow_id)))
-    token = state.options.cancel
+    token, lease = state.options.cancel, state.lease
     if token is not None and token.cancelled:
         cancelled = WorkflowCancelled(state.options.workflow_id, token.reason, state.last_done)
+        raise state.end(Err(cancelled))
+    if lease is not None and lease.cancel_requested:  # by another process
+        cancelled = WorkflowCancelled(
+            state.options.workflow_id, lease.cancel_reason, state.last_done
+        )
         raise state.end(Err(cancelled))
 
 
@@ -333,7 +339,9 @@ def _run_and_record(state: RunState, spec: StepSpec) -> Plan[Result[Any, Any]]:
         seq = state.next_seq()
         try:
             if tx is not None and result.ok:
-                saved = yield Save(o.state_key, text, None, tx, state.guard, seq)
+                saved = yield from saved_under_lease(
+                    state, Save(o.state_key, text, None, tx, state.guard, seq)
+                )
                 if saved is not False:
                     tx, done = None, tx
                     yield from commit(done, o.state_key, text)
@@ -344,7 +352,9 @@ def _run_and_record(state: RunState, spec: StepSpec) -> Plan[Result[Any, Any]]:
                         yield Finish(done, False)
                     except Exception:  # closing the connection rolls back anyway
                         log.warning("rollback of step %r failed", key, exc_info=True)
-                saved = yield Save(o.state_key, text, None, None, state.guard, seq)
+                saved = yield from saved_under_lease(
+                    state, Save(o.state_key, text, None, None, state.guard, seq)
+                )
         except Exception as e:
             raise _unsaved(state, spec, e) from None
         _saved(state, spec, text, seq, saved)
@@ -449,7 +459,8 @@ def _save_progress(state: RunState, spec: StepSpec) -> Plan[None]:
     text = state.snapshot_text(spec.key)
     seq = state.next_seq()
     try:
-        saved = yield Save(state.options.state_key, text, None, None, state.guard, seq)
+        save = Save(state.options.state_key, text, None, None, state.guard, seq)
+        saved = yield from saved_under_lease(state, save)
     except Exception as e:
         raise _unsaved(state, spec, e) from None
     _saved(state, spec, text, seq, saved)
