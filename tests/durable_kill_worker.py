@@ -8,7 +8,9 @@ runs. With ``kill`` the process SIGKILLs itself at the mode's point:
 - ``group``: in member b of a keyed ``step.all``, once the row records member a;
 - ``compensation``: in the second compensation, after the first has run;
 - ``child``: as the parent sends the checkpoint of its child's step (the child
-  has ended and stored its result).
+  has ended and stored its result);
+- ``sleepy``: not at all: step s2 notes ``s2-started`` and sleeps, for the test to
+  stop the process (SIGTERM) mid-step.
 Without it the run goes to its end and prints its result.
 """
 
@@ -91,6 +93,16 @@ def workflow(step: Any, deps: Any) -> Any:
         step(lambda: note("reserve") or 1, key="reserve", compensate=undo("reserve"))
         step(lambda: note("charge") or 2, key="charge", compensate=undo("charge"))
         return step(lambda: Err("NO_COURIER"), key="ship")
+    if mode == "sleepy":
+        step(lambda: note("s1") or 1, key="s1")
+
+        def s2() -> Any:
+            note("s2-started")
+            if kill:
+                time.sleep(BOUND)
+            return 2
+
+        return step(s2, key="s2")
     got = step.workflow(child, key="sub")
     return step(lambda: note("p2") or got, key="p2")
 

@@ -67,3 +67,37 @@ def test_a_child_that_ended_before_its_parent_s_checkpoint_is_not_run_again(
     database: str, table_name: str, tmp_path: Path
 ) -> None:
     assert killed_then_resumed(database, table_name, "child", tmp_path) == ["c1", "--", "p2"]
+
+
+def test_a_process_stopped_with_sigterm_leaves_its_run_resumable_not_cancelled(
+    database: str, table_name: str, tmp_path: Path
+) -> None:
+    import time
+
+    from sqlalchemy_awaitly import SQLAlchemyKeyValueStore, durable
+
+    effects = tmp_path / "effects.txt"
+    command = [database, table_name, "wf-sleepy", "sleepy", str(effects), "kill"]
+    stopped = subprocess.Popen(
+        [sys.executable, str(WORKER), *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=os.environ | {"PYTHONPATH": str(WORKER.parent)},
+    )
+    try:
+        deadline = time.monotonic() + BOUND
+        while not (effects.exists() and "s2-started" in effects.read_text()):
+            assert stopped.poll() is None, stopped.communicate()
+            assert time.monotonic() < deadline, "the worker never reached its second step"
+            time.sleep(0.02)
+        stopped.send_signal(signal.SIGTERM)
+        assert stopped.wait(BOUND) == -signal.SIGTERM
+    finally:
+        if stopped.poll() is None:
+            stopped.kill()
+            stopped.wait(BOUND)
+    with SQLAlchemyKeyValueStore(database, table_name=table_name) as store:
+        [run] = durable.list_pending(store)
+        assert run.state is not durable.RunState.CANCELLED  # running until its lease ends
+    worker(database, table_name, "sleepy", effects)  # resumes it
+    assert effects.read_text().split() == ["s1", "s2-started", "s2-started"]

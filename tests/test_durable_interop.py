@@ -49,7 +49,7 @@ def node_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert installed.returncode == 0, installed.stderr
     for script in ("pg_store.mjs", "workflow.mjs", "values.mjs", "forms.mjs"):
         shutil.copy(INTEROP / script, project / script)
-    for script in ("groups.mjs", "saga.mjs", "child.mjs"):
+    for script in ("groups.mjs", "saga.mjs", "child.mjs", "cancel.mjs"):
         shutil.copy(INTEROP / script, project / script)
     return project
 
@@ -429,3 +429,33 @@ def test_a_child_s_step_is_stored_alike_and_not_run_again_by_the_other_runtime(
     assert idem["metadata"]["finalResult"] == {"ok": True, "value": {"total": 12}}
     assert answer(run_child(second, node_project, config)) == {"ok": True, "value": {"total": 12}}
     assert who_ran(shared, workflow_id) == {"c1": [first]}
+
+
+# --- cancellation ---------------------------------------------------------------------
+
+
+def run_cancel(runtime: str, project: Path, config: dict[str, Any]) -> Any:
+    if runtime == "python":
+        command = [sys.executable, str(INTEROP / "cancel.py"), json.dumps(config)]
+    else:
+        command = ["node", str(project / "cancel.mjs"), json.dumps(config)]
+    return subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("direction", ["python-to-node", "node-to-python"])
+def test_a_cancelled_run_is_kept_alike_and_resumed_by_the_other_runtime(
+    node_project: Path, shared: dict[str, Any], direction: str
+) -> None:
+    first, second = direction.split("-to-")
+    workflow_id = f"cancel-{direction}"
+    config = {"url": shared["url"], "table": shared["table"], "id": workflow_id}
+    cancelled = answer(run_cancel(first, node_project, {**config, "cancelAfter": "s1"}))
+    assert cancelled == {"ok": False, "cancelled": "WORKFLOW_CANCELLED"}
+    row = json.loads(shared["store"].get(f"workflow:state:{workflow_id}"))
+    assert row["steps"] == {"s1": {"ok": True, "value": "S1"}}
+    marked = "cancelled" in row["metadata"].get("sqlalchemyAwaitly", {})
+    assert marked is (first == "python")  # awaitly keeps the steps only
+    # awaitly resumes a cancelled run as it is; Python once it is uncancelled.
+    resumed = answer(run_cancel(second, node_project, {**config, "uncancel": True}))
+    assert resumed == {"ok": True, "value": "S3"}
+    assert who_ran(shared, workflow_id) == {"s1": [first], "s2": [second], "s3": [second]}
