@@ -235,22 +235,19 @@ def _called(spec: StepSpec) -> Plan[Any]:
 
 def _check_running(state: RunState) -> None:
     """Raise what ends the run here, if anything does: a usage error the workflow
-    swallowed, a failure it went past, a lease lost."""
+    swallowed, a failure it went past, a lease lost, a cancellation."""
+    workflow_id, token, lease = state.options.workflow_id, state.options.cancel, state.lease
     if state.usage_error is not None:
         raise state.usage_error
     if state.stop is not None:
         raise StepExit(state.stop)
-    if state.lease is not None and state.lease.gone():
-        raise state.end(Err(LeaseExpired(state.options.workflow_id)))
-    token, lease = state.options.cancel, state.lease
-    if token is not None and token.cancelled:
-        cancelled = WorkflowCancelled(state.options.workflow_id, token.reason, state.last_done)
-        raise state.end(Err(cancelled))
-    if lease is not None and lease.cancel_requested:  # by another process
-        cancelled = WorkflowCancelled(
-            state.options.workflow_id, lease.cancel_reason, state.last_done
-        )
-        raise state.end(Err(cancelled))
+    if lease is not None and lease.gone():
+        raise state.end(Err(LeaseExpired(workflow_id)))
+    if token is not None and token.cancelled:  # by this process
+        raise state.end(Err(WorkflowCancelled(workflow_id, token.reason, state.last_done)))
+    if lease is not None and lease.cancel_requested:  # by another (``durable.cancel``)
+        reason = lease.cancel_reason
+        raise state.end(Err(WorkflowCancelled(workflow_id, reason, state.last_done)))
 
 
 def _group(state: RunState, spec: StepSpec) -> Plan[Any]:
