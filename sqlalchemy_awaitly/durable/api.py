@@ -17,12 +17,12 @@ from .drivers import (
     AsyncIO,
     SyncBackend,
     SyncIO,
-    Workflow,
     adrive,
     async_backend,
     drive,
     sync_backend,
 )
+from .forms import Workflow
 from .plan import run_plan
 from .results import Result
 from .state import DurableEvent, RunOptions, VersionMismatchInfo
