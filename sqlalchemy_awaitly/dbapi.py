@@ -14,15 +14,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
-import psycopg
-from psycopg import pq
 from sqlalchemy.engine import Dialect
 
 from .pool_checkout import Held
 
 Params = Mapping[str, Any] | Sequence[Any]
 Rows = list[Sequence[Any]]
-_IDLE = pq.TransactionStatus.IDLE
 
 
 class Outcome(NamedTuple):
@@ -109,8 +106,13 @@ class Psycopg:
     """psycopg 3: ``prepare`` is the store's prepare setting (None: never, for PgBouncer)."""
 
     def __init__(self, prepare: bool | None) -> None:
+        # Imported here: an app on psycopg2, asyncpg or SQLite never loads psycopg
+        # (a fifth of the package's import time); a psycopg engine has loaded it.
+        import psycopg
+
         self.prepare = prepare
         self.error: type[Exception] = psycopg.Error
+        self._idle = psycopg.pq.TransactionStatus.IDLE
 
     def enter_autocommit(self, conn: Any) -> object:
         return autocommit_on(conn)
@@ -119,7 +121,7 @@ class Psycopg:
         autocommit_back(conn, before, conn.broken)
 
     def in_transaction(self, conn: Any) -> bool:
-        return bool(conn.pgconn.transaction_status != _IDLE)
+        return bool(conn.pgconn.transaction_status != self._idle)
 
     def broken(self, conn: Any) -> bool:
         return bool(conn.broken or conn.closed)

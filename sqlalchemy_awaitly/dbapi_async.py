@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from typing import Any, Protocol
 
-import psycopg
 from sqlalchemy.engine import Dialect
 
 from .dbapi import (
@@ -71,6 +70,8 @@ class AsyncPsycopg:
 
     def __init__(self, prepare: bool | None) -> None:
         self.prepare = prepare
+        import psycopg  # as in ``Psycopg``: loaded only for a psycopg engine
+
         self.error: type[Exception] = psycopg.Error
         self._sync = Psycopg(prepare)
 

@@ -159,3 +159,22 @@ def test_the_stores_own_engine_works_on_every_driver(
         store.close()
         if driver not in ("pysqlite", "aiosqlite"):
             drop_table(request.getfixturevalue("pg_engine"), table_name)
+
+
+def test_an_app_without_psycopg_engines_never_loads_psycopg(tmp_path: Path) -> None:
+    # A fifth of the package's import time; SQLite and the other drivers do without it.
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from sqlalchemy_awaitly import SQLAlchemyKeyValueStore, durable\n"
+        f"store = SQLAlchemyKeyValueStore('sqlite:///{tmp_path / 'probe.db'}')\n"
+        "store.set('k', 'v'); assert store.get('k') == 'v'\n"
+        "durable.run(None, lambda step, deps: step(lambda: 1, key='s'), id='w', store=store)\n"
+        "store.close()\n"
+        "print('psycopg' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
