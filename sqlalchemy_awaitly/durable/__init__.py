@@ -39,6 +39,7 @@ from .helpers import (
     uncancel_async,
 )
 from .memory import MemoryStore
+from .registry import Recovery, Registry, recover, recover_async
 from .results import (
     ConcurrentExecution,
     CorruptState,
@@ -78,6 +79,8 @@ __all__ = [
     "Ok",
     "PendingRun",
     "PersistenceFailed",
+    "Recovery",
+    "Registry",
     "ReplayedException",
     "Result",
     "Retry",
@@ -104,6 +107,8 @@ __all__ = [
     "has_state_async",
     "list_pending",
     "list_pending_async",
+    "recover",
+    "recover_async",
     "retry_step",
     "retry_step_async",
     "run",

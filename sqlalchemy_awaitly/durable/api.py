@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -93,6 +95,40 @@ async def run_async(
     backend = async_backend(store, prefix)
     options = _options(backend, deps, locals())
     return await adrive(run_plan(options), AsyncIO(backend, workflow))
+
+
+_RUN_DEFAULTS = {
+    name: parameter.default
+    for name, parameter in inspect.signature(run).parameters.items()
+    if parameter.default is not inspect.Parameter.empty
+}
+
+
+def _given(deps: Any, workflow: Workflow, options: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(options) - set(_RUN_DEFAULTS) - {"id"})
+    if unknown:
+        raise TypeError(f"run() got unexpected options {unknown}")
+    return {**_RUN_DEFAULTS, **options, "deps": deps, "workflow": workflow}
+
+
+def run_registered(
+    deps: Any, workflow: Workflow, registered: dict[str, Any], **options: Any
+) -> Result[Any, Any]:
+    """:func:`run`, recording ``registered`` (a registry's type, version and input) in
+    the row from its first write, before any step (``registry.py``)."""
+    given = _given(deps, workflow, options)
+    backend = sync_backend(given["store"], given["prefix"])
+    run_options = replace(_options(backend, deps, given), registered=registered)
+    return drive(run_plan(run_options), SyncIO(backend, workflow))
+
+
+async def run_registered_async(
+    deps: Any, workflow: Workflow, registered: dict[str, Any], **options: Any
+) -> Result[Any, Any]:
+    given = _given(deps, workflow, options)
+    backend = async_backend(given["store"], given["prefix"])
+    run_options = replace(_options(backend, deps, given), registered=registered)
+    return await adrive(run_plan(run_options), AsyncIO(backend, workflow))
 
 
 def _seconds(value: float | timedelta | None, name: str) -> float | None:

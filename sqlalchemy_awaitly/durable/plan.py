@@ -233,6 +233,10 @@ def _loaded(o: RunOptions, state: RunState) -> Plan[Result[Any, Any]]:
             mark = state.cancelled
             reason, last = text_or_none(mark.get("reason")), text_or_none(mark.get("lastStepKey"))
             return Err(WorkflowCancelled(o.workflow_id, reason, last))
+    elif o.registered is not None:  # findable by recovery even if it dies before a step
+        unsaved = yield from save_snapshot(state, "the run's start")
+        if unsaved is not None:
+            return unsaved
     body = yield RunBody(state)
     if state.usage_error is not None:
         raise state.usage_error

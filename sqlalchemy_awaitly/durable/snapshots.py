@@ -15,7 +15,7 @@ def save_snapshot(state: RunState, what: str) -> Plan[Result[Any, Any] | None]:
     """Save the snapshot as it is now (``what`` changed: a compensation's progress, a
     cancellation), under the lease; the run's result instead if it cannot be saved."""
     o = state.options
-    text = state.snapshot_text(state.last_key or "")
+    text = state.snapshot_text(state.last_key)
     seq = state.next_seq()
     try:
         save = Save(o.state_key, text, None, None, state.guard, seq)

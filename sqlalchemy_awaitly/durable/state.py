@@ -24,7 +24,7 @@ from .requests import Renew
 from .results import (
     Result,
 )
-from .waits import WAITS, waits_of
+from .waits import REGISTERED, WAITS, waits_of
 
 log = logging.getLogger("sqlalchemy_awaitly.durable")
 
@@ -102,6 +102,9 @@ class RunOptions:
     store: object = None
     store_prefix: str | None = None
     cancel: CancelToken | None = None
+    # What a run started through a Registry records from its first write, so that
+    # recovery finds it and knows what to call: {"type", "version", "input"}.
+    registered: dict[str, Any] | None = None
 
     @property
     def state_key(self) -> str:
@@ -203,6 +206,7 @@ class RunState:
         self.last_key: str | None = None  # of the last snapshot built
         self.last_done: str | None = None  # the last step completed (run or replayed)
         self.cancelled: dict[str, Any] | None = None  # the row's mark, once cancelled
+        self.stored_registered: dict[str, Any] | None = None  # kept by a plain resume
         self.released = False  # the lease went with the run's row, in one statement
         # The newest snapshot text written (or loaded): a lost reply is resolved against it.
         self.saved_text: str | None = None
@@ -238,26 +242,27 @@ class RunState:
         self.groups = groups_of(self.stored_metadata, self.stored)
         self.compensation = compensation_of(self.stored_metadata)
         self.cancelled = cancelled_mark(self.stored_metadata)
+        section = self.stored_metadata.get(WAITS)
+        kept = section.get(REGISTERED) if isinstance(section, dict) else None
+        self.stored_registered = kept if isinstance(kept, dict) else None
         last = self.stored_metadata.get("lastStepKey")
         self.last_key = last if isinstance(last, str) else None
         self.has_row = True
 
     def metadata(self) -> dict[str, Any]:
         """Stored keys kept, the run's own merged over them, ``version`` always the run's,
-        and what is in progress: waits and finished members of groups (under
-        :data:`WAITS`, which awaitly carries through).
+        and this runner's records (under :data:`WAITS`, which awaitly carries through):
+        waits and finished members of groups in progress, a compensation, a
+        cancellation, and a registered run's type and input.
 
-        Not to be changed: while nothing is in progress it is the same dict every
-        time (so its JSON is encoded once, :class:`SnapshotWriter`)."""
-        in_progress = bool(self.waits or self.groups or self.compensation or self.cancelled)
-        if not in_progress and self._metadata is not None:
+        Not to be changed: while nothing in it changes from step to step it is the same
+        dict every time (so its JSON is encoded once, :class:`SnapshotWriter`)."""
+        changing = bool(self.waits or self.groups or self.compensation or self.cancelled)
+        if not changing and self._metadata is not None:
             return self._metadata
         o = self.options
         merged = {**self.stored_metadata, **o.metadata, "version": o.version}
         merged.pop(WAITS, None)
-        if not in_progress:
-            self._metadata = merged
-            return merged
         section: dict[str, Any] = {}
         if self.waits:
             section["waits"] = dict(self.waits)
@@ -267,11 +272,18 @@ class RunState:
             section[COMPENSATION] = self.compensation.as_json()
         if self.cancelled is not None:
             section[CANCELLED] = dict(self.cancelled)
-        merged[WAITS] = section
+        registered = o.registered if o.registered is not None else self.stored_registered
+        if registered is not None:
+            section[REGISTERED] = dict(registered)
+        if section:
+            merged[WAITS] = section
+        if not changing:
+            self._metadata = merged
         return merged
 
-    def snapshot_text(self, last_step_key: str) -> str:
-        """The snapshot to save after ``last_step_key``'s outcome (or wait) is recorded."""
+    def snapshot_text(self, last_step_key: str | None) -> str:
+        """The snapshot to save after ``last_step_key``'s outcome (or wait) is recorded
+        (None: before any step)."""
         self.last_key = last_step_key
         return self.texts.text(last_step_key, self.metadata())
 

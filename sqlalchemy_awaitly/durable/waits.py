@@ -14,6 +14,7 @@ from collections.abc import Mapping, Set
 from typing import Any
 
 WAITS = "sqlalchemyAwaitly"
+REGISTERED = "workflow"  # a registered run's type, version and input (``registry.py``)
 
 
 def waits_of(metadata: Mapping[str, Any], stored: Set[str]) -> dict[str, dict[str, int]]:

@@ -237,11 +237,18 @@ class SnapshotWriter:
         self._metadata = (metadata, text)
         return text
 
-    def text(self, last_step_key: str, metadata: dict[str, Any]) -> str:
-        """The whole state after a step: every outcome so far, and the step just recorded.
+    def text(self, last_step_key: str | None, metadata: dict[str, Any]) -> str:
+        """The whole state after a step: every outcome so far, and the step just recorded
+        (None: a run's first write, before any step).
 
         The same text as ``to_json`` of the document, built from encoded parts.
         """
+        if last_step_key is None:
+            return (
+                f"{self._head}{self.steps.json()},"
+                f'"execution":{{"status":"running","lastUpdated":"{now_iso()}"}},'
+                f'"metadata":{to_json(metadata)}}}'
+            )
         key = self.steps.key_json(last_step_key)
         if metadata and "lastStepKey" not in metadata:  # it goes last: spliced, not re-encoded
             described = f'{self._metadata_json(metadata)[:-1]},"lastStepKey":{key}}}'

@@ -1,0 +1,298 @@
+"""Workflows registered by type, and the recovery of crashed runs.
+
+Nothing in an awaitly row says which workflow it belongs to (``workflowName``
+is the run id) or what it was called with. A run started through a
+:class:`Registry` records both in its row from its first write, before any
+step, in the snapshot's metadata (which awaitly carries through unchanged):
+``{"sqlalchemyAwaitly": {"workflow": {"type": ..., "version": ..., "input":
+...}}}``. :func:`recover` finds crashed runs (the run-state model's
+``crashed``: no live lease, no stored failure, not cancelled) and resumes
+each with its registered workflow and recorded input. A Node.js service
+makes its runs recoverable by passing that metadata to ``durable.run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ..errors import CorruptStateError
+from ..wire.documents import LOCK_PREFIX, decode_state
+from .api import run_registered, run_registered_async
+from .drivers import AsyncIO, SyncIO, adrive, async_backend, drive, sync_backend
+from .errors import DurableUsageError
+from .helpers import PendingRun, list_pending, list_pending_async
+from .requests import Load, Plan
+from .results import ConcurrentExecution, Err, Result
+from .run_states import RunState
+from .values import check_json
+from .waits import REGISTERED, WAITS
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A workflow ``fn(step, deps, input)`` under a type name and version; ``deps()``
+    makes what it needs (None: no deps; an asyncio run may await it)."""
+
+    type: str
+    version: int
+    fn: Callable[..., Any]
+    deps: Callable[[], Any] | None = None
+
+    def bound(self, input_value: Any) -> Callable[..., Any]:
+        """The workflow as ``durable.run`` calls it, with the run's input."""
+        fn = self.fn
+        if asyncio.iscoroutinefunction(fn):
+
+            async def run_async(step: Any, deps: Any) -> Any:
+                return await fn(step, deps, input_value)
+
+            return run_async
+
+        def run(step: Any, deps: Any) -> Any:
+            return fn(step, deps, input_value)
+
+        return run
+
+    def record(self, input_value: Any) -> dict[str, Any]:
+        return {"type": self.type, "version": self.version, "input": input_value}
+
+
+class Registry:
+    """Workflows by type name and version, to start runs that can be recovered."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, int], Registered] = {}
+
+    def register(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *,
+        version: int = 1,
+        deps: Callable[[], Any] | None = None,
+    ) -> None:
+        """Register ``fn(step, deps, input)`` as type ``name`` at ``version``."""
+        if not isinstance(name, str) or not name:
+            raise DurableUsageError(f"a workflow type is a non-empty str, got {name!r}")
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise DurableUsageError(f"a workflow version is an int, got {version!r}")
+        if not callable(fn) or (deps is not None and not callable(deps)):
+            raise DurableUsageError(f"{name!r}: the workflow and its deps factory are callables")
+        if (name, version) in self._entries:
+            raise DurableUsageError(f"workflow {name!r} version {version} is registered already")
+        self._entries[(name, version)] = Registered(name, version, fn, deps)
+
+    def workflow(
+        self, name: str, *, version: int = 1, deps: Callable[[], Any] | None = None
+    ) -> Callable[[F], F]:
+        """The decorator form of :meth:`register`."""
+
+        def add(fn: F) -> F:
+            self.register(name, fn, version=version, deps=deps)
+            return fn
+
+        return add
+
+    def get(self, name: object, version: object) -> Registered | None:
+        if not isinstance(name, str) or isinstance(version, bool) or not isinstance(version, int):
+            return None
+        return self._entries.get((name, version))
+
+    def _entry(self, name: str, version: int | None) -> Registered:
+        if version is None:
+            versions = [v for (n, v) in self._entries if n == name]
+            version = max(versions) if versions else None
+        entry = None if version is None else self._entries.get((name, version))
+        if entry is None:
+            raise DurableUsageError(f"no workflow {name!r} (version {version}) is registered")
+        return entry
+
+    def start(
+        self,
+        store: object,
+        name: str,
+        *,
+        id: str,
+        input: Any = None,
+        version: int | None = None,
+        **options: Any,
+    ) -> Result[Any, Any]:
+        """Run workflow ``name`` (its latest version unless given) under ``id`` with
+        ``input`` (JSON), recorded so that :func:`recover` can resume it.
+        ``options`` are ``durable.run``'s."""
+        entry = self._entry(name, version)
+        check_json(input, "a registered run's input")
+        deps = entry.deps() if entry.deps is not None else None
+        record = entry.record(input)
+        return run_registered(
+            deps, entry.bound(input), record, id=id, store=store, version=entry.version, **options
+        )
+
+    async def start_async(
+        self,
+        store: object,
+        name: str,
+        *,
+        id: str,
+        input: Any = None,
+        version: int | None = None,
+        **options: Any,
+    ) -> Result[Any, Any]:
+        """The asyncio :meth:`start` (``async def fn(step, deps, input)``)."""
+        entry = self._entry(name, version)
+        check_json(input, "a registered run's input")
+        deps = await _made(entry)
+        record = entry.record(input)
+        return await run_registered_async(
+            deps, entry.bound(input), record, id=id, store=store, version=entry.version, **options
+        )
+
+
+@dataclass
+class Recovery:
+    """What one :func:`recover` pass did."""
+
+    resumed: dict[str, Result[Any, Any]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # another process had it first
+    unknown: dict[str, str] = field(default_factory=dict)  # id: why it was left alone
+    unregistered: list[str] = field(default_factory=list)  # not started through a registry
+
+
+def _recorded(text: str | None, key: str) -> dict[str, Any] | None:
+    """A row's registered record (type, version, input), or None."""
+    if text is None:
+        return None
+    try:
+        metadata = decode_state(key, text).get("metadata") or {}
+    except CorruptStateError:
+        return None
+    section = metadata.get(WAITS)
+    record = section.get(REGISTERED) if isinstance(section, dict) else None
+    return dict(record) if isinstance(record, dict) and "type" in record else None
+
+
+def _plan(
+    registry: Registry, record: dict[str, Any] | None, workflow_id: str, found: Recovery
+) -> Registered | None:
+    if record is None:
+        found.unregistered.append(workflow_id)
+        return None
+    entry = registry.get(record.get("type"), record.get("version"))
+    if entry is None:
+        described = json.dumps({k: record.get(k) for k in ("type", "version")})
+        found.unknown[workflow_id] = f"no registered workflow {described}"
+    return entry
+
+
+def _text_of(key: str) -> Plan[str | None]:
+    text = yield Load(key)
+    return text if isinstance(text, str) else None
+
+
+def recover(
+    store: object,
+    registry: Registry,
+    *,
+    limit: int | None = None,
+    state_prefix: str | None = None,
+    lock_prefix: str = LOCK_PREFIX,
+    **options: Any,
+) -> Recovery:
+    """Resume the crashed runs of registered workflows, at most ``limit`` of them, one
+    after another. Failed, cancelled and running ones are left alone, and a run
+    another process resumes first is skipped (its lease decides). ``options`` are
+    ``durable.run``'s for each resumed run."""
+    backend = sync_backend(store, state_prefix)
+    io = SyncIO(backend)
+    found = Recovery()
+    for workflow_id in _crashed(
+        list_pending(store, state_prefix=state_prefix, lock_prefix=lock_prefix), limit
+    ):
+        key = backend.prefix + workflow_id
+        record = _recorded(drive(_text_of(key), io), key)
+        entry = _plan(registry, record, workflow_id, found)
+        if entry is None or record is None:
+            continue
+        deps = entry.deps() if entry.deps is not None else None
+        given = {"prefix": state_prefix, "lock_prefix": lock_prefix, **options}
+        result = run_registered(
+            deps,
+            entry.bound(record.get("input")),
+            entry.record(record.get("input")),
+            id=workflow_id,
+            store=store,
+            version=entry.version,
+            **given,
+        )
+        _note(found, workflow_id, result)
+    return found
+
+
+async def recover_async(
+    store: object,
+    registry: Registry,
+    *,
+    limit: int | None = None,
+    concurrency: int = 8,
+    state_prefix: str | None = None,
+    lock_prefix: str = LOCK_PREFIX,
+    **options: Any,
+) -> Recovery:
+    """The asyncio :func:`recover`: up to ``concurrency`` runs resumed at a time."""
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise DurableUsageError(f"concurrency must be a positive int, got {concurrency!r}")
+    backend = async_backend(store, state_prefix)
+    io = AsyncIO(backend)
+    found = Recovery()
+    gate = asyncio.Semaphore(concurrency)
+    pending = await list_pending_async(store, state_prefix=state_prefix, lock_prefix=lock_prefix)
+
+    async def resume(workflow_id: str) -> None:
+        async with gate:
+            key = backend.prefix + workflow_id
+            record = _recorded(await adrive(_text_of(key), io), key)
+            entry = _plan(registry, record, workflow_id, found)
+            if entry is None or record is None:
+                return
+            deps = await _made(entry)
+            given = {"prefix": state_prefix, "lock_prefix": lock_prefix, **options}
+            result = await run_registered_async(
+                deps,
+                entry.bound(record.get("input")),
+                entry.record(record.get("input")),
+                id=workflow_id,
+                store=store,
+                version=entry.version,
+                **given,
+            )
+            _note(found, workflow_id, result)
+
+    await asyncio.gather(*(resume(i) for i in _crashed(pending, limit)))
+    return found
+
+
+async def _made(entry: Registered) -> Any:
+    """The deps of an asyncio run: the factory may be async."""
+    deps = entry.deps() if entry.deps is not None else None
+    return await deps if inspect.isawaitable(deps) else deps
+
+
+def _crashed(runs: list[PendingRun], limit: int | None) -> list[str]:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise DurableUsageError(f"limit must be a non-negative int or None, got {limit!r}")
+    ids = [r.id for r in runs if r.state is RunState.CRASHED]
+    return ids if limit is None else ids[:limit]
+
+
+def _note(found: Recovery, workflow_id: str, result: Result[Any, Any]) -> None:
+    if isinstance(result, Err) and isinstance(result.error, ConcurrentExecution):
+        found.skipped.append(workflow_id)
+    else:
+        found.resumed[workflow_id] = result
