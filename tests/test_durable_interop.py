@@ -204,17 +204,18 @@ def test_values_awaitly_stores_survive_a_python_rewrite(
     assert answer(checked) == {"ok": True, "value": "from python", "ran": []}
 
 
+def run_twin(script: str, runtime: str, project: Path, config: dict[str, Any]) -> Any:
+    """Run ``<script>.py`` (Python) or its twin ``<script>.mjs`` (awaitly on Node.js)."""
+    if runtime == "python":
+        command = [sys.executable, str(INTEROP / f"{script}.py"), json.dumps(config)]
+    else:
+        command = ["node", str(project / f"{script}.mjs"), json.dumps(config)]
+    return subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=120)
+
+
 # --- the step forms: retry, timeout, sleep, try, fromResult ------------------------------
 
 FORM_STEPS = ["flaky", "slow", "nap", "parsed", "found"]
-
-
-def run_forms(runtime: str, project: Path, config: dict[str, Any]) -> Any:
-    if runtime == "python":
-        command = [sys.executable, str(INTEROP / "forms.py"), json.dumps(config)]
-    else:
-        command = ["node", str(project / "forms.mjs"), json.dumps(config)]
-    return subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("direction", ["python-to-node", "node-to-python"])
@@ -224,7 +225,7 @@ def test_each_form_s_outcome_is_resumed_by_the_other_runtime(
     first, second = direction.split("-to-")
     workflow_id = f"forms-{direction}"
     config = {"url": shared["url"], "table": shared["table"], "id": workflow_id}
-    crashed = run_forms(first, node_project, {**config, "crashIn": "crash-here"})
+    crashed = run_twin("forms", first, node_project, {**config, "crashIn": "crash-here"})
     assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
     row = json.loads(shared["store"].get(f"workflow:state:{workflow_id}"))
     assert row["steps"] == {
@@ -234,7 +235,7 @@ def test_each_form_s_outcome_is_resumed_by_the_other_runtime(
         "parsed": {"ok": True, "value": 42},
         "found": {"ok": True, "value": "v"},
     }
-    assert answer(run_forms(second, node_project, config)) == {"ok": True, "value": "done"}
+    assert answer(run_twin("forms", second, node_project, config)) == {"ok": True, "value": "done"}
     ran = who_ran(shared, workflow_id)
     assert ran == {
         "flaky": [first, first],  # two attempts, both before the crash
@@ -254,7 +255,7 @@ def test_a_failed_form_is_stored_alike_by_both_runtimes(
     for runtime in ("python", "node"):
         workflow_id = f"failing-{failing}-{runtime}"
         config = {"url": shared["url"], "table": shared["table"], "id": workflow_id}
-        done = run_forms(runtime, node_project, {**config, "failing": failing})
+        done = run_twin("forms", runtime, node_project, {**config, "failing": failing})
         assert answer(done)["ok"] is False
         rows[runtime] = json.loads(shared["store"].get(f"workflow:state:{workflow_id}"))["steps"]
     assert rows["python"] == rows["node"]
@@ -265,14 +266,6 @@ def test_a_failed_form_is_stored_alike_by_both_runtimes(
 GROUPS_ANSWER = {"ok": True, "value": {"both": {"a": 1, "b": "two"}, "tens": [10, 20, 30]}}
 
 
-def run_groups(runtime: str, project: Path, config: dict[str, Any]) -> Any:
-    if runtime == "python":
-        command = [sys.executable, str(INTEROP / "groups.py"), json.dumps(config)]
-    else:
-        command = ["node", str(project / "groups.mjs"), json.dumps(config)]
-    return subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=120)
-
-
 @pytest.mark.parametrize("direction", ["python-to-node", "node-to-python"])
 def test_keyed_groups_are_stored_alike_and_resumed_by_the_other_runtime(
     node_project: Path, shared: dict[str, Any], direction: str
@@ -280,7 +273,7 @@ def test_keyed_groups_are_stored_alike_and_resumed_by_the_other_runtime(
     first, second = direction.split("-to-")
     workflow_id = f"groups-{direction}"
     config = {"url": shared["url"], "table": shared["table"], "id": workflow_id}
-    crashed = run_groups(first, node_project, {**config, "crashIn": "crash-here"})
+    crashed = run_twin("groups", first, node_project, {**config, "crashIn": "crash-here"})
     assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
     row = json.loads(shared["store"].get(f"workflow:state:{workflow_id}"))
     assert row["steps"] == {
@@ -288,7 +281,7 @@ def test_keyed_groups_are_stored_alike_and_resumed_by_the_other_runtime(
         "tens": {"ok": True, "value": [10, 20, 30]},
     }
     assert "sqlalchemyAwaitly" not in row["metadata"]
-    assert answer(run_groups(second, node_project, config)) == GROUPS_ANSWER
+    assert answer(run_twin("groups", second, node_project, config)) == GROUPS_ANSWER
     ran = who_ran(shared, workflow_id)
     assert ran == {
         "a": [first],
@@ -317,9 +310,9 @@ def test_a_group_killed_half_way_is_resumed(
 ) -> None:
     workflow_id = f"group-half-{first}-to-{second}"
     config = {"url": shared["url"], "table": shared["table"], "id": workflow_id}
-    crashed = run_groups(first, node_project, {**config, "crashIn": "group"})
+    crashed = run_twin("groups", first, node_project, {**config, "crashIn": "group"})
     assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
-    assert answer(run_groups(second, node_project, config)) == GROUPS_ANSWER
+    assert answer(run_twin("groups", second, node_project, config)) == GROUPS_ANSWER
     ran = who_ran(shared, workflow_id)
     assert ran["a"] == a_ran_by
     assert ran["b"] == [second]  # killed before it ended: it ran once, when resumed
@@ -333,7 +326,7 @@ def test_a_failed_map_is_stored_alike_by_both_runtimes(
     for runtime in ("python", "node"):
         workflow_id = f"failing-map-{runtime}"
         config = {"url": shared["url"], "table": shared["table"], "id": workflow_id}
-        done = run_groups(runtime, node_project, {**config, "failing": True})
+        done = run_twin("groups", runtime, node_project, {**config, "failing": True})
         assert answer(done) == {"ok": False, "error": {"type": "TWO"}}
         rows[runtime] = json.loads(shared["store"].get(f"workflow:state:{workflow_id}"))["steps"]
     assert rows["python"] == rows["node"]
@@ -348,14 +341,6 @@ SAGA_STEPS = {
 }
 
 
-def run_saga(runtime: str, project: Path, config: dict[str, Any]) -> Any:
-    if runtime == "python":
-        command = [sys.executable, str(INTEROP / "saga.py"), json.dumps(config)]
-    else:
-        command = ["node", str(project / "saga.mjs"), json.dumps(config)]
-    return subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=120)
-
-
 def saga_steps(shared: dict[str, Any], workflow_id: str) -> dict[str, Any]:
     steps = dict(json.loads(shared["store"].get(f"workflow:state:{workflow_id}"))["steps"])
     assert steps.pop("ship")["error"] == {"type": "NO_COURIER"}
@@ -368,12 +353,16 @@ def test_a_failed_saga_is_stored_alike_and_undone_once(
 ) -> None:
     workflow_id = f"saga-{runtime}"
     config = {"url": shared["url"], "table": shared["table"], "id": workflow_id}
-    assert answer(run_saga(runtime, node_project, config))["error"] == {"type": "NO_COURIER"}
+    assert answer(run_twin("saga", runtime, node_project, config))["error"] == {
+        "type": "NO_COURIER"
+    }
     assert saga_steps(shared, workflow_id) == SAGA_STEPS
     undone = {"undo-charge": [runtime], "undo-reserve": [runtime]}
     assert who_ran(shared, workflow_id) == undone
     # A Python rerun of the failed run undoes nothing again, whoever stored it.
-    assert answer(run_saga("python", node_project, config))["error"] == {"type": "NO_COURIER"}
+    assert answer(run_twin("saga", "python", node_project, config))["error"] == {
+        "type": "NO_COURIER"
+    }
     assert who_ran(shared, workflow_id) == undone
 
 
@@ -395,22 +384,14 @@ def test_a_saga_resumed_after_a_kill_by_the_other_runtime(
 ) -> None:
     workflow_id = f"saga-{first}-to-{second}"
     config = {"url": shared["url"], "table": shared["table"], "id": workflow_id}
-    crashed = run_saga(first, node_project, {**config, "crashIn": "crash-here"})
+    crashed = run_twin("saga", first, node_project, {**config, "crashIn": "crash-here"})
     assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
-    assert answer(run_saga(second, node_project, config))["error"] == {"type": "NO_COURIER"}
+    assert answer(run_twin("saga", second, node_project, config))["error"] == {"type": "NO_COURIER"}
     assert saga_steps(shared, workflow_id) == SAGA_STEPS
     assert who_ran(shared, workflow_id) == undone
 
 
 # --- child workflows ------------------------------------------------------------------
-
-
-def run_child(runtime: str, project: Path, config: dict[str, Any]) -> Any:
-    if runtime == "python":
-        command = [sys.executable, str(INTEROP / "child.py"), json.dumps(config)]
-    else:
-        command = ["node", str(project / "child.mjs"), json.dumps(config)]
-    return subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("direction", ["python-to-node", "node-to-python"])
@@ -420,26 +401,21 @@ def test_a_child_s_step_is_stored_alike_and_not_run_again_by_the_other_runtime(
     first, second = direction.split("-to-")
     workflow_id = f"child-{direction}"
     config = {"url": shared["url"], "table": shared["table"], "id": workflow_id}
-    crashed = run_child(first, node_project, {**config, "crashIn": "crash-here"})
+    crashed = run_twin("child", first, node_project, {**config, "crashIn": "crash-here"})
     assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
     row = json.loads(shared["store"].get(f"workflow:state:{workflow_id}"))
     assert row["steps"] == {"sub": {"ok": True, "value": {"total": 12}}}
     assert shared["store"].get(f"workflow:state:{workflow_id}:sub") is None  # it ended
     idem = json.loads(shared["store"].get(f"workflow:state:idem:{workflow_id}:sub"))
     assert idem["metadata"]["finalResult"] == {"ok": True, "value": {"total": 12}}
-    assert answer(run_child(second, node_project, config)) == {"ok": True, "value": {"total": 12}}
+    assert answer(run_twin("child", second, node_project, config)) == {
+        "ok": True,
+        "value": {"total": 12},
+    }
     assert who_ran(shared, workflow_id) == {"c1": [first]}
 
 
 # --- cancellation ---------------------------------------------------------------------
-
-
-def run_cancel(runtime: str, project: Path, config: dict[str, Any]) -> Any:
-    if runtime == "python":
-        command = [sys.executable, str(INTEROP / "cancel.py"), json.dumps(config)]
-    else:
-        command = ["node", str(project / "cancel.mjs"), json.dumps(config)]
-    return subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("direction", ["python-to-node", "node-to-python"])
@@ -449,13 +425,13 @@ def test_a_cancelled_run_is_kept_alike_and_resumed_by_the_other_runtime(
     first, second = direction.split("-to-")
     workflow_id = f"cancel-{direction}"
     config = {"url": shared["url"], "table": shared["table"], "id": workflow_id}
-    cancelled = answer(run_cancel(first, node_project, {**config, "cancelAfter": "s1"}))
+    cancelled = answer(run_twin("cancel", first, node_project, {**config, "cancelAfter": "s1"}))
     assert cancelled == {"ok": False, "cancelled": "WORKFLOW_CANCELLED"}
     row = json.loads(shared["store"].get(f"workflow:state:{workflow_id}"))
     assert row["steps"] == {"s1": {"ok": True, "value": "S1"}}
     marked = "cancelled" in row["metadata"].get("sqlalchemyAwaitly", {})
     assert marked is (first == "python")  # awaitly keeps the steps only
     # awaitly resumes a cancelled run as it is; Python once it is uncancelled.
-    resumed = answer(run_cancel(second, node_project, {**config, "uncancel": True}))
+    resumed = answer(run_twin("cancel", second, node_project, {**config, "uncancel": True}))
     assert resumed == {"ok": True, "value": "S3"}
     assert who_ran(shared, workflow_id) == {"s1": [first], "s2": [second], "s3": [second]}

@@ -10,25 +10,14 @@ import json
 import sys
 from typing import Any
 
-from runs import print_result
-from sqlalchemy import create_engine, text
+from runs import Effects, print_result
 
 from sqlalchemy_awaitly import SQLAlchemyKeyValueStore, durable
 
 config = json.loads(sys.argv[1])
-effects = create_engine(config["url"])
+effects = Effects(config["url"], config["id"])
+note = effects.note
 token = durable.CancelToken()
-
-
-def note(key: str) -> None:
-    with effects.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO interop_effects (workflow_id, step, runtime) "
-                "VALUES (:id, :step, 'python')"
-            ),
-            {"id": config["id"], "step": key},
-        )
 
 
 def step_of(key: str) -> Any:
@@ -56,4 +45,4 @@ if isinstance(result, durable.Err) and isinstance(result.error, durable.Workflow
 else:
     print_result(result)
 store.close()
-effects.dispose()
+effects.close()

@@ -12,24 +12,13 @@ import signal
 import sys
 from typing import Any
 
-from runs import print_result, until_free
-from sqlalchemy import create_engine, text
+from runs import Effects, print_result, until_free
 
 from sqlalchemy_awaitly import SQLAlchemyKeyValueStore, durable
 
 config = json.loads(sys.argv[1])
-effects = create_engine(config["url"])
-
-
-def note(key: str) -> None:
-    with effects.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO interop_effects (workflow_id, step, runtime) "
-                "VALUES (:id, :step, 'python')"
-            ),
-            {"id": config["id"], "step": key},
-        )
+effects = Effects(config["url"], config["id"])
+note = effects.note
 
 
 def child(step: Any, deps: Any) -> Any:
@@ -52,4 +41,4 @@ store = SQLAlchemyKeyValueStore(config["url"], table_name=config["table"])
 result = until_free(lambda: durable.run(None, parent, id=config["id"], store=store, lease_ttl=1))
 print_result(result)
 store.close()
-effects.dispose()
+effects.close()

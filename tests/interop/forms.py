@@ -13,25 +13,14 @@ import sys
 import time
 from typing import Any
 
-from runs import print_result, until_free
-from sqlalchemy import create_engine, text
+from runs import Effects, print_result, until_free
 
 from sqlalchemy_awaitly import SQLAlchemyKeyValueStore, durable
 from sqlalchemy_awaitly.durable import Err, Ok, Retry, Timeout
 
 config = json.loads(sys.argv[1])
-effects = create_engine(config["url"])
-
-
-def note(key: str) -> None:
-    with effects.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO interop_effects (workflow_id, step, runtime) "
-                "VALUES (:id, :step, 'python')"
-            ),
-            {"id": config["id"], "step": key},
-        )
+effects = Effects(config["url"], config["id"])
+note = effects.note
 
 
 flaky_calls = 0
@@ -98,4 +87,4 @@ result = until_free(
 )
 print_result(result)
 store.close()
-effects.dispose()
+effects.close()

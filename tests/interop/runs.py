@@ -1,5 +1,6 @@
-"""What the Python interop scripts share: run until a killed holder's lease is gone, and
-print the result as one JSON line (as the Node.js scripts do)."""
+"""What the Python interop scripts share: note which runtime ran a step, run until a
+killed holder's lease is gone, and print the result as one JSON line (as the Node.js
+scripts do)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import time
 from collections.abc import Callable
 from typing import Any
+
+from sqlalchemy import create_engine, text
 
 from sqlalchemy_awaitly import durable
 
@@ -29,3 +32,24 @@ def print_result(result: Any) -> None:
         print(json.dumps({"ok": True, "value": result.value}))
     else:
         print(json.dumps({"ok": False, "error": result.error}, default=str))
+
+
+class Effects:
+    """Notes in ``interop_effects`` that Python ran a step of run ``workflow_id``."""
+
+    def __init__(self, url: str, workflow_id: str) -> None:
+        self._engine = create_engine(url)
+        self._workflow_id = workflow_id
+
+    def note(self, step: str) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO interop_effects (workflow_id, step, runtime) "
+                    "VALUES (:id, :step, 'python')"
+                ),
+                {"id": self._workflow_id, "step": step},
+            )
+
+    def close(self) -> None:
+        self._engine.dispose()
