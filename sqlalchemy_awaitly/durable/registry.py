@@ -63,6 +63,19 @@ class Registered:
     def record(self, input_value: Any) -> dict[str, Any]:
         return {"type": self.type, "version": self.version, "input": input_value}
 
+    def made_deps(self) -> Any:
+        """What the deps factory makes (an awaitable, for an async factory)."""
+        return self.deps() if self.deps is not None else None
+
+    def run_arguments(self, input_value: Any, **options: Any) -> dict[str, Any]:
+        """``run_registered``'s arguments (but deps) for a run of this on ``input_value``."""
+        return {
+            "workflow": self.bound(input_value),
+            "registered": self.record(input_value),
+            "version": self.version,
+            **options,
+        }
+
 
 class Registry:
     """Workflows by type name and version, to start runs that can be recovered."""
@@ -105,6 +118,12 @@ class Registry:
             return None
         return self._entries.get((name, version))
 
+    def _started(self, name: str, version: int | None, input_value: Any) -> Registered:
+        """The workflow a new run starts (its latest version unless given), its input
+        checked."""
+        check_json(input_value, "a registered run's input")
+        return self._entry(name, version)
+
     def _entry(self, name: str, version: int | None) -> Registered:
         if version is None:
             versions = [v for (n, v) in self._entries if n == name]
@@ -127,13 +146,9 @@ class Registry:
         """Run workflow ``name`` (its latest version unless given) under ``id`` with
         ``input`` (JSON), recorded so that :func:`recover` can resume it.
         ``options`` are ``durable.run``'s."""
-        entry = self._entry(name, version)
-        check_json(input, "a registered run's input")
-        deps = entry.deps() if entry.deps is not None else None
-        record = entry.record(input)
-        return run_registered(
-            deps, entry.bound(input), record, id=id, store=store, version=entry.version, **options
-        )
+        entry = self._started(name, version, input)
+        arguments = entry.run_arguments(input, id=id, store=store, **options)
+        return run_registered(entry.made_deps(), **arguments)
 
     async def start_async(
         self,
@@ -146,13 +161,9 @@ class Registry:
         **options: Any,
     ) -> Result[Any, Any]:
         """The asyncio :meth:`start` (``async def fn(step, deps, input)``)."""
-        entry = self._entry(name, version)
-        check_json(input, "a registered run's input")
-        deps = await _made(entry)
-        record = entry.record(input)
-        return await run_registered_async(
-            deps, entry.bound(input), record, id=id, store=store, version=entry.version, **options
-        )
+        entry = self._started(name, version, input)
+        arguments = entry.run_arguments(input, id=id, store=store, **options)
+        return await run_registered_async(await _made(entry), **arguments)
 
 
 @dataclass
@@ -178,9 +189,12 @@ def _recorded(text: str | None, key: str) -> dict[str, Any] | None:
     return dict(record) if isinstance(record, dict) and "type" in record else None
 
 
-def _plan(
-    registry: Registry, record: dict[str, Any] | None, workflow_id: str, found: Recovery
-) -> Registered | None:
+def _resumable(
+    registry: Registry, workflow_id: str, key: str, text: str | None, found: Recovery
+) -> tuple[Registered, Any] | None:
+    """The registered workflow and the input to resume run ``workflow_id`` (stored as
+    ``text`` under ``key``) with; None, and why in ``found``, if there is none."""
+    record = _recorded(text, key)
     if record is None:
         found.unregistered.append(workflow_id)
         return None
@@ -188,7 +202,8 @@ def _plan(
     if entry is None:
         described = json.dumps({k: record.get(k) for k in ("type", "version")})
         found.unknown[workflow_id] = f"no registered workflow {described}"
-    return entry
+        return None
+    return entry, record.get("input")
 
 
 def _text_of(key: str) -> Plan[str | None]:
@@ -216,22 +231,13 @@ def recover(
         list_pending(store, state_prefix=state_prefix, lock_prefix=lock_prefix), limit
     ):
         key = backend.prefix + workflow_id
-        record = _recorded(drive(_text_of(key), io), key)
-        entry = _plan(registry, record, workflow_id, found)
-        if entry is None or record is None:
+        resumable = _resumable(registry, workflow_id, key, drive(_text_of(key), io), found)
+        if resumable is None:
             continue
-        deps = entry.deps() if entry.deps is not None else None
-        given = {"prefix": state_prefix, "lock_prefix": lock_prefix, **options}
-        result = run_registered(
-            deps,
-            entry.bound(record.get("input")),
-            entry.record(record.get("input")),
-            id=workflow_id,
-            store=store,
-            version=entry.version,
-            **given,
-        )
-        _note(found, workflow_id, result)
+        entry, input_value = resumable
+        given = {"store": store, "prefix": state_prefix, "lock_prefix": lock_prefix, **options}
+        arguments = entry.run_arguments(input_value, id=workflow_id, **given)
+        _note(found, workflow_id, run_registered(entry.made_deps(), **arguments))
     return found
 
 
@@ -257,21 +263,14 @@ async def recover_async(
     async def resume(workflow_id: str) -> None:
         async with gate:
             key = backend.prefix + workflow_id
-            record = _recorded(await adrive(_text_of(key), io), key)
-            entry = _plan(registry, record, workflow_id, found)
-            if entry is None or record is None:
+            text = await adrive(_text_of(key), io)
+            resumable = _resumable(registry, workflow_id, key, text, found)
+            if resumable is None:
                 return
-            deps = await _made(entry)
-            given = {"prefix": state_prefix, "lock_prefix": lock_prefix, **options}
-            result = await run_registered_async(
-                deps,
-                entry.bound(record.get("input")),
-                entry.record(record.get("input")),
-                id=workflow_id,
-                store=store,
-                version=entry.version,
-                **given,
-            )
+            entry, input_value = resumable
+            given = {"store": store, "prefix": state_prefix, "lock_prefix": lock_prefix, **options}
+            arguments = entry.run_arguments(input_value, id=workflow_id, **given)
+            result = await run_registered_async(await _made(entry), **arguments)
             _note(found, workflow_id, result)
 
     await asyncio.gather(*(resume(i) for i in _crashed(pending, limit)))
@@ -280,7 +279,7 @@ async def recover_async(
 
 async def _made(entry: Registered) -> Any:
     """The deps of an asyncio run: the factory may be async."""
-    deps = entry.deps() if entry.deps is not None else None
+    deps = entry.made_deps()
     return await deps if inspect.isawaitable(deps) else deps
 
 
