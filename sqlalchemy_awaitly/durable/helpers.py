@@ -132,6 +132,13 @@ def _clear_state(prefix: str) -> Plan[int]:
     return deleted
 
 
+def _rewritten(snapshot: dict[str, object]) -> str:
+    """A snapshot a helper changed, as its text, stamped as updated now."""
+    execution = snapshot.get("execution")
+    stamped = {**(execution if isinstance(execution, dict) else {}), "lastUpdated": now_iso()}
+    return to_json({**snapshot, "execution": stamped})
+
+
 def _retry_step(prefix: str, workflow_id: str, step_key: str | None) -> Plan[list[str]]:
     key = prefix + _check_id(workflow_id)
     text = yield Load(key)
@@ -143,8 +150,7 @@ def _retry_step(prefix: str, workflow_id: str, step_key: str | None) -> Plan[lis
     if not cleared:
         return []
     snapshot["steps"] = {k: o for k, o in steps.items() if k not in cleared}
-    snapshot["execution"] = {**(snapshot.get("execution") or {}), "lastUpdated": now_iso()}
-    yield Save(key, to_json(snapshot))
+    yield Save(key, _rewritten(snapshot))
     return cleared
 
 
@@ -195,8 +201,7 @@ def _mark_cancelled(key: str, reason: str | None, guard: tuple[str, str]) -> Pla
         CANCELLED: {**mark, "at": now_iso()},
     }
     snapshot["metadata"] = metadata
-    snapshot["execution"] = {**(snapshot.get("execution") or {}), "lastUpdated": now_iso()}
-    return (yield Save(key, to_json(snapshot), None, None, guard))
+    return (yield Save(key, _rewritten(snapshot), None, None, guard))
 
 
 def _uncancel(prefix: str, workflow_id: str) -> Plan[bool]:
@@ -215,8 +220,7 @@ def _uncancel(prefix: str, workflow_id: str) -> Plan[bool]:
     else:
         del metadata[WAITS]
     snapshot["metadata"] = metadata
-    snapshot["execution"] = {**(snapshot.get("execution") or {}), "lastUpdated": now_iso()}
-    yield Save(key, to_json(snapshot))
+    yield Save(key, _rewritten(snapshot))
     return True
 
 
