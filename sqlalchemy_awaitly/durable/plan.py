@@ -48,7 +48,6 @@ from .results import (
     Ok,
     PersistenceFailed,
     Result,
-    UnexpectedError,
     VersionMismatch,
     WorkflowCancelled,
 )
@@ -64,7 +63,7 @@ from .state import (
 )
 from .values import (
     check_json,
-    text_of,
+    raised_result,
 )
 
 log = logging.getLogger("sqlalchemy_awaitly.durable")
@@ -251,7 +250,7 @@ def _result_of(state: RunState, body: BodyOutcome) -> Result[Any, Any]:
         return body.exit
     if body.raised is not None:
         e = body.raised
-        return Err(UnexpectedError(f"{type(e).__name__}: {text_of(e)}"), e)
+        return raised_result(e)
     if isinstance(body.value, (Ok, Err)):
         return body.value
     return Ok(body.value)

@@ -38,7 +38,6 @@ from .results import (
     Ok,
     PersistenceFailed,
     Result,
-    UnexpectedError,
     WorkflowCancelled,
 )
 from .retry import Retry
@@ -51,10 +50,10 @@ from .values import (
     check_json,
     nothing_outcome,
     raised_failure,
+    raised_result,
     replay,
     returned_failure,
     success_outcome,
-    text_of,
     timeout_failure,
 )
 
@@ -217,7 +216,7 @@ def _unrecorded(state: RunState, spec: StepSpec) -> Plan[Any]:
     except DurableUsageError as e:
         raise _usage(state, e) from None
     except Exception as e:
-        result: Result[Any, Any] = Err(UnexpectedError(f"{type(e).__name__}: {text_of(e)}"), e)
+        result: Result[Any, Any] = raised_result(e)
     else:
         result = raw if isinstance(raw, (Ok, Err)) else Ok(raw)
     if isinstance(result, Err):
@@ -323,7 +322,7 @@ def _run_and_record(state: RunState, spec: StepSpec) -> Plan[Result[Any, Any]]:
         except ChildNotRun as e:  # not the child's failure: nothing to record
             raise state.end(e.result) from None
         except Exception as e:
-            failed: Result[Any, Any] = Err(UnexpectedError(f"{type(e).__name__}: {text_of(e)}"), e)
+            failed: Result[Any, Any] = raised_result(e)
             outcome, result = raised_failure(e), failed
         else:
             outcome, result = _outcome_of(state, key, raw)

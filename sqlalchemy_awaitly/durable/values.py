@@ -130,6 +130,12 @@ def timeout_failure(error: Any) -> dict[str, Any]:
     return {"ok": False, "error": error, "cause": cause, "meta": {"origin": "throw"}}
 
 
+def raised_result(exc: BaseException) -> Err[UnexpectedError]:
+    """What a run sees of an exception a step (or the workflow) raised: awaitly's
+    UnexpectedError, the exception as its cause."""
+    return Err(UnexpectedError(f"{type(exc).__name__}: {text_of(exc)}"), exc)
+
+
 def raised_failure(exc: BaseException) -> dict[str, Any]:
     """A step that raised: awaitly's UnexpectedError, the exception as the cause."""
     return {
