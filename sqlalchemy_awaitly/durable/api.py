@@ -28,6 +28,7 @@ from .forms import Workflow
 from .plan import run_plan
 from .results import Result
 from .state import DurableEvent, RunOptions, VersionMismatchInfo
+from .stopping import StopToken
 from .values import check_json
 
 DEFAULT_LEASE_TTL = 60.0
@@ -56,6 +57,7 @@ def run(
     lock_prefix: str = LOCK_PREFIX,
     clock: Clock | None = None,
     cancel: CancelToken | None = None,
+    stop: StopToken | None = None,
 ) -> Result[Any, Any]:
     """Run ``workflow(step, deps)`` durably under ``id``; see docs/durable.md.
 
@@ -90,6 +92,7 @@ async def run_async(
     lock_prefix: str = LOCK_PREFIX,
     clock: Clock | None = None,
     cancel: CancelToken | None = None,
+    stop: StopToken | None = None,
 ) -> Result[Any, Any]:
     """The asyncio :func:`run`: ``async def workflow(step, deps)`` awaits its steps."""
     backend = async_backend(store, prefix)
@@ -191,7 +194,14 @@ def _options(backend: SyncBackend | AsyncBackend, deps: Any, given: dict[str, An
         store=given["store"],
         store_prefix=given["prefix"],
         cancel=_cancel_token(given["cancel"]),
+        stop=_stop_token(given["stop"]),
     )
+
+
+def _stop_token(token: object) -> StopToken | None:
+    if token is not None and not isinstance(token, StopToken):
+        raise TypeError(f"stop must be a durable.StopToken, got {type(token).__name__}")
+    return token
 
 
 def _cancel_token(token: object) -> CancelToken | None:

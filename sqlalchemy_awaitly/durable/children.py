@@ -83,6 +83,7 @@ def child_of(
         "clock": parent.clock,
         "idempotency_key": f"{parent.workflow_id}:{key}",
         "retention": parent.retention,
+        "stop": parent.stop,  # a shutdown stops the whole tree; a cancellation does not
         **options,
     }
     lease = given.get("lease_ttl", parent.lease_ttl)

@@ -50,6 +50,7 @@ from .results import (
     Result,
     VersionMismatch,
     WorkflowCancelled,
+    WorkflowStopped,
 )
 from .saga import compensated
 from .snapshots import save_snapshot
@@ -260,6 +261,8 @@ def _ended(o: RunOptions, state: RunState, result: Result[Any, Any]) -> Plan[Res
     lease_lost = Err(LeaseExpired(o.workflow_id))  # the row stays: another owner may run it
     if state.lease is not None and state.lease.gone():
         return lease_lost
+    if isinstance(result, Err) and isinstance(result.error, WorkflowStopped):
+        return result  # the row stays as a crash leaves it (no retention): resumable
     if isinstance(result, Err) and isinstance(result.error, WorkflowCancelled):
         cancelled = result.error
         state.cancelled = {

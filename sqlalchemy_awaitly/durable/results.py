@@ -127,6 +127,24 @@ class IdempotencyConflict(RunnerError):
 
 
 @dataclass(frozen=True)
+class WorkflowStopped(RunnerError):
+    """The run ended before its next step because its process is stopping
+    (``StopToken``, a worker's SIGTERM). Not a cancellation: nothing is recorded,
+    the lease is released, and the next run resumes it."""
+
+    type: ClassVar[str] = "WORKFLOW_STOPPED"
+    last_step_key: str | None = None
+
+    @property
+    def message(self) -> str:
+        after = f" after step '{self.last_step_key}'" if self.last_step_key else ""
+        return (
+            f"Workflow '{self.workflow_id}' stopped{after}: its process is shutting down. "
+            "It is not cancelled; its next run resumes it."
+        )
+
+
+@dataclass(frozen=True)
 class WorkflowCancelled(RunnerError):
     """The run was cancelled (``CancelToken``), or is marked cancelled in its row; it is
     kept, and resumes only after ``durable.uncancel``."""

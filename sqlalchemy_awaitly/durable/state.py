@@ -24,6 +24,7 @@ from .requests import Renew
 from .results import (
     Result,
 )
+from .stopping import StopToken
 from .waits import REGISTERED, WAITS, waits_of
 
 log = logging.getLogger("sqlalchemy_awaitly.durable")
@@ -102,6 +103,7 @@ class RunOptions:
     store: object = None
     store_prefix: str | None = None
     cancel: CancelToken | None = None
+    stop: StopToken | None = None
     # What a run started through a Registry records from its first write, so that
     # recovery finds it and knows what to call: {"type", "version", "input"}.
     registered: dict[str, Any] | None = None

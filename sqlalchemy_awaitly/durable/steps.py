@@ -39,6 +39,7 @@ from .results import (
     PersistenceFailed,
     Result,
     WorkflowCancelled,
+    WorkflowStopped,
 )
 from .retry import Retry
 from .state import (
@@ -234,7 +235,7 @@ def _called(spec: StepSpec) -> Plan[Any]:
 
 def _check_running(state: RunState) -> None:
     """Raise what ends the run here, if anything does: a usage error the workflow
-    swallowed, a failure it went past, a lease lost, a cancellation."""
+    swallowed, a failure it went past, a lease lost, a cancellation, a stop."""
     workflow_id, token, lease = state.options.workflow_id, state.options.cancel, state.lease
     if state.usage_error is not None:
         raise state.usage_error
@@ -247,6 +248,9 @@ def _check_running(state: RunState) -> None:
     if lease is not None and lease.cancel_requested:  # by another (``durable.cancel``)
         reason = lease.cancel_reason
         raise state.end(Err(WorkflowCancelled(workflow_id, reason, state.last_done)))
+    stop = state.options.stop
+    if stop is not None and stop.stopped:  # a shutdown: resumable, nothing recorded
+        raise state.end(Err(WorkflowStopped(workflow_id, state.last_done)))
 
 
 def _group(state: RunState, spec: StepSpec) -> Plan[Any]:
