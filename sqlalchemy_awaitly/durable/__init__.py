@@ -39,7 +39,7 @@ from .helpers import (
     uncancel_async,
 )
 from .memory import MemoryStore
-from .registry import Recovery, Registry, recover, recover_async
+from .registry import Outcome, Recovery, Registry, Resumption, recover, recover_async
 from .results import (
     ConcurrentExecution,
     CorruptState,
@@ -54,10 +54,13 @@ from .results import (
     UnexpectedError,
     VersionMismatch,
     WorkflowCancelled,
+    WorkflowStopped,
 )
 from .retry import Retry
 from .state import DurableEvent, Migrated, VersionMismatchInfo
+from .stopping import StopToken
 from .timeout import Timeout, TimeoutInfo
+from .worker import Worker
 
 __all__ = [
     "DEFAULT_LEASE_TTL",
@@ -77,16 +80,19 @@ __all__ = [
     "MemoryStore",
     "Migrated",
     "Ok",
+    "Outcome",
     "PendingRun",
     "PersistenceFailed",
     "Recovery",
     "Registry",
     "ReplayedException",
     "Result",
+    "Resumption",
     "Retry",
     "RunState",
     "RunnerError",
     "Step",
+    "StopToken",
     "SystemClock",
     "Timeout",
     "TimeoutInfo",
@@ -94,7 +100,9 @@ __all__ = [
     "UnsupportedValueError",
     "VersionMismatch",
     "VersionMismatchInfo",
+    "Worker",
     "WorkflowCancelled",
+    "WorkflowStopped",
     "cancel",
     "cancel_async",
     "clear_state",

@@ -18,6 +18,7 @@ import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, TypeVar
 
 from ..errors import CorruptStateError
@@ -27,7 +28,7 @@ from .drivers import AsyncIO, SyncIO, adrive, async_backend, drive, sync_backend
 from .errors import DurableUsageError
 from .helpers import PendingRun, list_pending, list_pending_async
 from .requests import Load, Plan
-from .results import ConcurrentExecution, Err, Result
+from .results import ConcurrentExecution, Err, Result, WorkflowStopped
 from .run_states import RunState
 from .values import check_json
 from .waits import REGISTERED, WAITS
@@ -48,7 +49,7 @@ class Registered:
     def bound(self, input_value: Any) -> Callable[..., Any]:
         """The workflow as ``durable.run`` calls it, with the run's input."""
         fn = self.fn
-        if asyncio.iscoroutinefunction(fn):
+        if self.is_async:
 
             async def run_async(step: Any, deps: Any) -> Any:
                 return await fn(step, deps, input_value)
@@ -59,6 +60,10 @@ class Registered:
             return fn(step, deps, input_value)
 
         return run
+
+    @property
+    def is_async(self) -> bool:
+        return asyncio.iscoroutinefunction(self.fn)
 
     def record(self, input_value: Any) -> dict[str, Any]:
         return {"type": self.type, "version": self.version, "input": input_value}
@@ -113,6 +118,10 @@ class Registry:
 
         return add
 
+    def entries(self) -> list[Registered]:
+        """Every registered workflow, by type and version."""
+        return [self._entries[k] for k in sorted(self._entries)]
+
     def get(self, name: object, version: object) -> Registered | None:
         if not isinstance(name, str) or isinstance(version, bool) or not isinstance(version, int):
             return None
@@ -166,14 +175,53 @@ class Registry:
         return await run_registered_async(await _made(entry), **arguments)
 
 
+class Outcome(str, Enum):
+    """What recovery did with one crashed run."""
+
+    RESUMED = "resumed"  # run to an end: its result (an Err stored as a failure) is kept
+    SKIPPED = "skipped"  # another process had its lease first
+    STOPPED = "stopped"  # a shutdown stopped it before its next step: still resumable
+    UNKNOWN = "unknown"  # its recorded type and version are not registered here
+    UNREGISTERED = "unregistered"  # not started through a registry: nothing to call
+    ERROR = "error"  # resuming it raised (the deps factory, a usage error)
+
+
+@dataclass(frozen=True)
+class Resumption:
+    """One crashed run's :class:`Outcome`: the run's result if it ran, else why not."""
+
+    workflow_id: str
+    outcome: Outcome
+    result: Result[Any, Any] | None = None
+    detail: str = ""
+
+
 @dataclass
 class Recovery:
-    """What one :func:`recover` pass did."""
+    """What one :func:`recover` pass (or a worker, so far) did."""
 
     resumed: dict[str, Result[Any, Any]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # another process had it first
     unknown: dict[str, str] = field(default_factory=dict)  # id: why it was left alone
     unregistered: list[str] = field(default_factory=list)  # not started through a registry
+    stopped: list[str] = field(default_factory=list)  # by a shutdown: still resumable
+    errors: dict[str, str] = field(default_factory=dict)  # id: what resuming it raised
+
+    def add(self, done: Resumption) -> None:
+        i, outcome = done.workflow_id, done.outcome
+        if outcome is Outcome.RESUMED:
+            assert done.result is not None
+            self.resumed[i] = done.result
+        elif outcome is Outcome.UNKNOWN:
+            self.unknown[i] = done.detail
+        elif outcome is Outcome.ERROR:
+            self.errors[i] = done.detail
+        else:
+            {
+                Outcome.SKIPPED: self.skipped,
+                Outcome.STOPPED: self.stopped,
+                Outcome.UNREGISTERED: self.unregistered,
+            }[outcome].append(i)
 
 
 def _recorded(text: str | None, key: str) -> dict[str, Any] | None:
@@ -189,26 +237,37 @@ def _recorded(text: str | None, key: str) -> dict[str, Any] | None:
     return dict(record) if isinstance(record, dict) and "type" in record else None
 
 
-def _resumable(
-    registry: Registry, workflow_id: str, key: str, text: str | None, found: Recovery
-) -> tuple[Registered, Any] | None:
+def resumable(
+    registry: Registry, workflow_id: str, key: str, text: str | None
+) -> tuple[Registered, Any] | Resumption:
     """The registered workflow and the input to resume run ``workflow_id`` (stored as
-    ``text`` under ``key``) with; None, and why in ``found``, if there is none."""
+    ``text`` under ``key``) with; if there is none, the :class:`Resumption` saying why."""
     record = _recorded(text, key)
     if record is None:
-        found.unregistered.append(workflow_id)
-        return None
+        return Resumption(
+            workflow_id, Outcome.UNREGISTERED, detail="not started through a registry"
+        )
     entry = registry.get(record.get("type"), record.get("version"))
     if entry is None:
         described = json.dumps({k: record.get(k) for k in ("type", "version")})
-        found.unknown[workflow_id] = f"no registered workflow {described}"
-        return None
+        return Resumption(
+            workflow_id, Outcome.UNKNOWN, detail=f"no registered workflow {described}"
+        )
     return entry, record.get("input")
 
 
-def _text_of(key: str) -> Plan[str | None]:
+def text_of(key: str) -> Plan[str | None]:
     text = yield Load(key)
     return text if isinstance(text, str) else None
+
+
+def ended(workflow_id: str, result: Result[Any, Any]) -> Resumption:
+    """The :class:`Resumption` of a run of ``workflow_id`` that came back with ``result``."""
+    if isinstance(result, Err) and isinstance(result.error, ConcurrentExecution):
+        return Resumption(workflow_id, Outcome.SKIPPED, result)
+    if isinstance(result, Err) and isinstance(result.error, WorkflowStopped):
+        return Resumption(workflow_id, Outcome.STOPPED, result)
+    return Resumption(workflow_id, Outcome.RESUMED, result)
 
 
 def recover(
@@ -223,7 +282,7 @@ def recover(
     """Resume the crashed runs of registered workflows, at most ``limit`` of them, one
     after another. Failed, cancelled and running ones are left alone, and a run
     another process resumes first is skipped (its lease decides). ``options`` are
-    ``durable.run``'s for each resumed run."""
+    ``durable.run``'s for each resumed run. For a loop, see :class:`Worker`."""
     backend = sync_backend(store, state_prefix)
     io = SyncIO(backend)
     found = Recovery()
@@ -231,14 +290,30 @@ def recover(
         list_pending(store, state_prefix=state_prefix, lock_prefix=lock_prefix), limit
     ):
         key = backend.prefix + workflow_id
-        resumable = _resumable(registry, workflow_id, key, drive(_text_of(key), io), found)
-        if resumable is None:
+        known = resumable(registry, workflow_id, key, drive(text_of(key), io))
+        if isinstance(known, Resumption):
+            found.add(known)
             continue
-        entry, input_value = resumable
-        given = {"store": store, "prefix": state_prefix, "lock_prefix": lock_prefix, **options}
-        arguments = entry.run_arguments(input_value, id=workflow_id, **given)
-        _note(found, workflow_id, run_registered(entry.made_deps(), **arguments))
+        entry, input_value = known
+        found.add(
+            resumed(entry, input_value, workflow_id, store, state_prefix, lock_prefix, options)
+        )
     return found
+
+
+def resumed(
+    entry: Registered,
+    input_value: Any,
+    workflow_id: str,
+    store: object,
+    state_prefix: str | None,
+    lock_prefix: str,
+    options: dict[str, Any],
+) -> Resumption:
+    """Run ``entry`` on ``store`` to resume ``workflow_id`` with ``input_value``."""
+    given = {"store": store, "prefix": state_prefix, "lock_prefix": lock_prefix, **options}
+    arguments = entry.run_arguments(input_value, id=workflow_id, **given)
+    return ended(workflow_id, run_registered(entry.made_deps(), **arguments))
 
 
 async def recover_async(
@@ -263,18 +338,34 @@ async def recover_async(
     async def resume(workflow_id: str) -> None:
         async with gate:
             key = backend.prefix + workflow_id
-            text = await adrive(_text_of(key), io)
-            resumable = _resumable(registry, workflow_id, key, text, found)
-            if resumable is None:
+            known = resumable(registry, workflow_id, key, await adrive(text_of(key), io))
+            if isinstance(known, Resumption):
+                found.add(known)
                 return
-            entry, input_value = resumable
-            given = {"store": store, "prefix": state_prefix, "lock_prefix": lock_prefix, **options}
-            arguments = entry.run_arguments(input_value, id=workflow_id, **given)
-            result = await run_registered_async(await _made(entry), **arguments)
-            _note(found, workflow_id, result)
+            entry, input_value = known
+            found.add(
+                await resumed_async(
+                    entry, input_value, workflow_id, store, state_prefix, lock_prefix, options
+                )
+            )
 
     await asyncio.gather(*(resume(i) for i in _crashed(pending, limit)))
     return found
+
+
+async def resumed_async(
+    entry: Registered,
+    input_value: Any,
+    workflow_id: str,
+    store: object,
+    state_prefix: str | None,
+    lock_prefix: str,
+    options: dict[str, Any],
+) -> Resumption:
+    """The asyncio :func:`resumed` (``entry`` is an ``async def`` workflow)."""
+    given = {"store": store, "prefix": state_prefix, "lock_prefix": lock_prefix, **options}
+    arguments = entry.run_arguments(input_value, id=workflow_id, **given)
+    return ended(workflow_id, await run_registered_async(await _made(entry), **arguments))
 
 
 async def _made(entry: Registered) -> Any:
@@ -288,10 +379,3 @@ def _crashed(runs: list[PendingRun], limit: int | None) -> list[str]:
         raise DurableUsageError(f"limit must be a non-negative int or None, got {limit!r}")
     ids = [r.id for r in runs if r.state is RunState.CRASHED]
     return ids if limit is None else ids[:limit]
-
-
-def _note(found: Recovery, workflow_id: str, result: Result[Any, Any]) -> None:
-    if isinstance(result, Err) and isinstance(result.error, ConcurrentExecution):
-        found.skipped.append(workflow_id)
-    else:
-        found.resumed[workflow_id] = result
