@@ -293,3 +293,52 @@ from .demo import demo, demo_worker  # noqa: E402  (registers the demo commands)
 
 main.add_command(demo)
 main.add_command(demo_worker)
+
+
+@main.command()
+@database_options
+@click.option("--app", required=True, help="module:attribute of your durable.Registry")
+@click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option(
+    "--poll",
+    type=click.FloatRange(min=0.01),
+    default=5.0,
+    show_default=True,
+    help="seconds between looks for crashed runs",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="seconds a stop waits for running steps before exiting anyway",
+)
+@click.option(
+    "--lease-ttl", type=click.FloatRange(min=0.1), default=durable.DEFAULT_LEASE_TTL,
+    show_default=True, help="lease of each resumed run, in seconds",
+)  # fmt: skip
+def worker(
+    url: str | None,
+    table: str,
+    schema: str | None,
+    key_prefix: str,
+    app: str,
+    concurrency: int,
+    poll: float,
+    grace: float,
+    lease_ttl: float,
+) -> None:
+    """Resume crashed runs of the workflows registered in APP, until SIGTERM/SIGINT.
+
+    A run is crashed when its process died: no live lease, no stored failure,
+    not cancelled. A stop lets running steps finish (up to --grace seconds)
+    and leaves their runs resumable.
+    """
+    from .worker import load_registry, run_worker
+
+    registry = load_registry(app)
+    with opened(url, table, schema, key_prefix) as state:
+        assert url is not None  # opened refuses a missing URL
+        run_worker(
+            state, url, table, schema, key_prefix, registry, concurrency, poll, grace, lease_ttl
+        )

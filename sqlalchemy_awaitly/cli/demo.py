@@ -1,10 +1,13 @@
-"""``sqlalchemy-awaitly demo``: a checkout crashes half-way, and a new process resumes it.
+"""``sqlalchemy-awaitly demo``: a checkout crashes half-way, and the recovery worker
+resumes it.
 
-A worker process runs the seed's checkout workflow and is killed (SIGKILL,
-by itself) as it starts creating the order. The demo then shows what is
-stored, lets a second worker finish the run, and counts every step's side
-effect in the database: a step whose checkpoint was saved must not have run
-again (exit code 1 if one did).
+A process starts the checkout workflow of the demo's registry (``demo_app``)
+and is killed (SIGKILL, by itself) as it starts creating the order. The demo
+shows what is stored, then starts ``sqlalchemy-awaitly worker`` on that
+registry, which finds the crashed run once its lease lapses and finishes it,
+and stops the worker with SIGTERM. It counts every step's side effect in the
+database: a step whose checkpoint was saved must not have run again (exit code
+1 if one did).
 """
 
 from __future__ import annotations
@@ -16,48 +19,23 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
+import threading
 import uuid
 from typing import Any
 
 import click
-from sqlalchemy import (
-    Column,
-    Engine,
-    Integer,
-    MetaData,
-    Table,
-    Text,
-    create_engine,
-    delete,
-    insert,
-    inspect,
-    select,
-)
+from sqlalchemy import Engine, MetaData, Table, delete, inspect, select
 
-from .. import durable
-from ..config import shown_url, url_of
+from ..config import shown_url
 from ..persistence import create_postgres_persistence
 from ..schema import DEFAULT_TABLE_NAME
+from . import demo_app
+from .demo_app import STEPS, effects, effects_engine
 from .errors import NOT_FOUND, Failure, explained
 
-STEPS = ["fetch-user", "reserve-stock", "charge-card", "create-order", "send-confirmation"]
-CRASH_AT = "create-order"
 LEASE_SECONDS = 2.0
-
-effects = Table(
-    "awaitly_demo_effects",
-    MetaData(),
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("workflow_id", Text, nullable=False),
-    Column("step", Text, nullable=False),
-    Column("pid", Integer, nullable=False),
-)
-
-
-def effects_engine(url: str) -> Engine:
-    resolved = url_of(url)
-    return create_engine(resolved)
+APP = "sqlalchemy_awaitly.cli.demo_app:registry"
+WORKER_BOUND = 60.0  # seconds the demo waits for the worker to resume the run
 
 
 @click.command()
@@ -65,7 +43,7 @@ def effects_engine(url: str) -> Engine:
 @click.option("--keep", is_flag=True, help="keep the tables and rows the demo made, to look at")
 @click.option("--workflow-id", hidden=True, default=None)
 def demo(url: str | None, keep: bool, workflow_id: str | None) -> None:
-    """Run a checkout workflow, crash it half-way, resume it in a new process.
+    """Run a checkout workflow, crash it half-way, let the recovery worker resume it.
 
     Without --url, in a SQLite file in a temp directory of its own. What the
     demo creates (its tables, its rows, that directory) is removed at the
@@ -113,22 +91,24 @@ def _clean_up(engine: Engine, workflow_id: str, made: list[str]) -> None:
 
 def _story(url: str, workflow_id: str, engine: Engine, state: Any) -> None:
     say = click.echo
-    say("A checkout workflow that crashes half-way, then resumes in a new process.")
+    say("A checkout workflow that crashes half-way, then is resumed by the recovery worker.")
     say(f"database: {shown_url(url)}\n")
-    say(f"1. A worker process starts {workflow_id}:")
-    first = _worker(url, workflow_id, crash=True)
+    say(f"1. A process starts {workflow_id} through the app's workflow registry:")
+    first = _first_process(url, workflow_id)
     if first != -signal.SIGKILL:
-        raise Failure(f"the first worker should have been killed, but exited with {first}", 1)
+        raise Failure(f"the first process should have been killed, but exited with {first}", 1)
     stored = state.load(workflow_id) or {"steps": {}}
     saved = list(stored["steps"])
+    recorded = stored.get("metadata", {}).get("sqlalchemyAwaitly", {}).get("workflow", {})
     say("\n2. What the database holds for it now:")
     say(f"   checkpointed steps: {', '.join(saved) or 'none'}")
+    say(f"   workflow: {recorded.get('type')} v{recorded.get('version')}, "
+        f"input {json.dumps(recorded.get('input'))}")  # fmt: skip
     say(f"   status: {stored.get('execution', {}).get('status', '-')} (the run never finished)")
     say("")
-    say("3. A new worker process runs the same workflow id:")
-    second = _worker(url, workflow_id, crash=False)
-    if second != 0:
-        raise Failure(f"the resuming worker failed (exit code {second})", 1)
+    say(f"3. The recovery worker (sqlalchemy-awaitly worker --app {APP})")
+    say(f"   finds it once the killed process's lease lapses (up to {LEASE_SECONDS:g} s):")
+    _recovery_worker(url, workflow_id)
 
     with engine.connect() as conn:
         ran = [
@@ -140,7 +120,7 @@ def _story(url: str, workflow_id: str, engine: Engine, state: Any) -> None:
     counts = {step: ran.count(step) for step in STEPS}
     say("\n4. Side effects, counted in the database:")
     for step in STEPS:
-        mark = "checkpointed before the crash" if step in saved else "run by the new worker"
+        mark = "checkpointed before the crash" if step in saved else "run by the worker"
         say(f"   {step:<18} {counts[step]}x  ({mark})")
     again = [step for step in saved if counts[step] != 1]
     missing = [step for step in STEPS if counts[step] == 0]
@@ -149,91 +129,72 @@ def _story(url: str, workflow_id: str, engine: Engine, state: Any) -> None:
     say("\nThe story held: no checkpointed step ran again, and the finished run's state is gone.")
 
 
-def _worker(url: str, workflow_id: str, *, crash: bool) -> int:
-    """Run one worker to its end; Ctrl-C (which reaches only the demo: the worker has
-    a session of its own) kills it and goes on up."""
-    args = [sys.executable, "-m", "sqlalchemy_awaitly", "demo-worker", url, workflow_id]
-    worker = subprocess.Popen(
-        [*args, *(["--crash"] if crash else [])],
+def _child(args: list[str], url: str) -> subprocess.Popen[str]:
+    """A process of the demo's, in a session of its own: Ctrl-C reaches only the demo,
+    which kills it and goes on up."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "sqlalchemy_awaitly", *args],
         stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        env={**os.environ, "DATABASE_URL": url},
     )
+
+
+def _first_process(url: str, workflow_id: str) -> int:
+    """Start the run in a process that is killed half-way; its exit status."""
+    process = _child(["demo-worker", url, workflow_id], url)
+    assert process.stdout is not None
+    try:
+        for line in process.stdout:
+            click.echo(f"   {line.rstrip()}")
+        return process.wait()
+    finally:
+        _ended(process)
+
+
+def _recovery_worker(url: str, workflow_id: str) -> None:
+    """Run ``sqlalchemy-awaitly worker`` until it has dealt with the run, then stop it
+    with SIGTERM, as a deployment would."""
+    args = ["worker", "--app", APP, "--url", url, "--poll", "0.5"]
+    worker = _child([*args, "--lease-ttl", f"{LEASE_SECONDS:g}"], url)
     assert worker.stdout is not None
+    bound = threading.Timer(WORKER_BOUND, worker.kill)  # a bug fails the demo, never hangs it
+    bound.start()
     try:
         for line in worker.stdout:
             click.echo(f"   {line.rstrip()}")
-        return worker.wait()
+            if line.startswith(f"{workflow_id}: "):
+                click.echo("   (the demo stops the worker: SIGTERM)")
+                worker.send_signal(signal.SIGTERM)
+        code = worker.wait()
     finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait()
+        bound.cancel()
+        _ended(worker)
+    if code != 0:
+        raise Failure(f"the recovery worker failed (exit code {code})", 1)
+
+
+def _ended(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
 
 
 @click.command("demo-worker", hidden=True)
 @click.argument("url")
 @click.argument("workflow_id")
-@click.option("--crash", is_flag=True)
-def demo_worker(url: str, workflow_id: str, crash: bool) -> None:
-    """One process of the demo: run the checkout; with --crash, die at create-order."""
-    pid = os.getpid()
-    engine = effects_engine(url)
+def demo_worker(url: str, workflow_id: str) -> None:
+    """The demo's first process: start the checkout, and be killed at create-order."""
+    demo_app.crash_at = "create-order"
     state = create_postgres_persistence(url)
-
-    def say(text: str) -> None:
-        click.echo(text)
-        sys.stdout.flush()
-
-    def effect(step: str, value: Any) -> Any:
-        def run() -> Any:
-            if crash and step == CRASH_AT:
-                say(f"{step:<18} the worker (pid {pid}) is killed here: SIGKILL")
-                os.kill(pid, signal.SIGKILL)
-            with engine.begin() as conn:
-                conn.execute(insert(effects).values(workflow_id=workflow_id, step=step, pid=pid))
-            time.sleep(0.2)  # something to watch
-            say(f"{step:<18} ran in pid {pid} -> {json.dumps(value)}")
-            return value
-
-        return run
-
-    def charge(conn: Any) -> Any:  # writes and checkpoint in one transaction
-        conn.execute(insert(effects).values(workflow_id=workflow_id, step="charge-card", pid=pid))
-        value = {"charge": "ch_1", "amount": 42}
-        say(f"{'charge-card':<18} ran in pid {pid} -> {json.dumps(value)} (in one transaction)")
-        return value
-
-    def checkout(step: Any, deps: Any) -> Any:
-        user = step(effect("fetch-user", {"id": "123", "name": "Alice"}), key="fetch-user")
-        step(effect("reserve-stock", {"sku": "book", "reserved": 1}), key="reserve-stock")
-        step.transaction(charge, key="charge-card")
-        order = step(effect("create-order", {"id": "order-1", "userId": user["id"]}),
-                     key="create-order")  # fmt: skip
-        step(effect("send-confirmation", {"to": user["name"], "order": order["id"]}),
-             key="send-confirmation")  # fmt: skip
-        return order
-
-    def skipped(event: durable.DurableEvent) -> None:
-        if event.type == "step_skipped":
-            say(f"{event.step_key:<18} skipped: its outcome is stored")
-
-    waited = False
     try:
-        while True:
-            result = durable.run(
-                None, checkout, id=workflow_id, store=state,
-                lease_ttl=LEASE_SECONDS, on_event=skipped,
-            )  # fmt: skip
-            busy = isinstance(result.error if not result.ok else None, durable.ConcurrentExecution)
-            if not busy:
-                break
-            if not waited:
-                say(f"(the killed worker's lease blocks the id for up to {LEASE_SECONDS:g} s)")
-                waited = True
-            time.sleep(0.2)
-        say(f"result: {result}")
-        if not result.ok:
-            sys.exit(1)
+        order = {"id": workflow_id, "user": "123", "sku": "book", "amount": 42}
+        demo_app.registry.start(
+            state, "checkout", id=workflow_id, input=order, lease_ttl=LEASE_SECONDS
+        )
+        click.echo("the run ended: it should have been killed")
+        sys.exit(1)
     finally:
         state.close()
-        engine.dispose()
