@@ -115,22 +115,33 @@ def _given(deps: Any, workflow: Workflow, options: Mapping[str, Any]) -> dict[st
 
 
 def run_registered(
-    deps: Any, workflow: Workflow, registered: dict[str, Any], **options: Any
+    deps: Any,
+    workflow: Workflow,
+    registered: dict[str, Any],
+    resume_only: bool = False,
+    **options: Any,
 ) -> Result[Any, Any]:
     """:func:`run`, recording ``registered`` (a registry's type, version and input) in
-    the row from its first write, before any step (``registry.py``)."""
+    the row from its first write, before any step (``registry.py``). ``resume_only``:
+    a run with no stored state ends with :class:`NothingToResume` instead of starting."""
     given = _given(deps, workflow, options)
     backend = sync_backend(given["store"], given["prefix"])
-    run_options = replace(_options(backend, deps, given), registered=registered)
+    run_options = _options(backend, deps, given)
+    run_options = replace(run_options, registered=registered, resume_only=resume_only)
     return drive(run_plan(run_options), SyncIO(backend, workflow))
 
 
 async def run_registered_async(
-    deps: Any, workflow: Workflow, registered: dict[str, Any], **options: Any
+    deps: Any,
+    workflow: Workflow,
+    registered: dict[str, Any],
+    resume_only: bool = False,
+    **options: Any,
 ) -> Result[Any, Any]:
     given = _given(deps, workflow, options)
     backend = async_backend(given["store"], given["prefix"])
-    run_options = replace(_options(backend, deps, given), registered=registered)
+    run_options = _options(backend, deps, given)
+    run_options = replace(run_options, registered=registered, resume_only=resume_only)
     return await adrive(run_plan(run_options), AsyncIO(backend, workflow))
 
 

@@ -45,6 +45,7 @@ from .results import (
     Err,
     IdempotencyConflict,
     LeaseExpired,
+    NothingToResume,
     Ok,
     PersistenceFailed,
     Result,
@@ -233,6 +234,8 @@ def _loaded(o: RunOptions, state: RunState) -> Plan[Result[Any, Any]]:
             mark = state.cancelled
             reason, last = text_or_none(mark.get("reason")), text_or_none(mark.get("lastStepKey"))
             return Err(WorkflowCancelled(o.workflow_id, reason, last))
+    elif o.resume_only:  # listed as crashed, since finished by another process
+        return Err(NothingToResume(o.workflow_id))
     elif o.registered is not None:  # findable by recovery even if it dies before a step
         unsaved = yield from save_snapshot(state, "the run's start")
         if unsaved is not None:

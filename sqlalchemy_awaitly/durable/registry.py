@@ -28,7 +28,7 @@ from .drivers import AsyncIO, SyncIO, adrive, async_backend, drive, sync_backend
 from .errors import DurableUsageError
 from .helpers import PendingRun, list_pending, list_pending_async
 from .requests import Load, Plan
-from .results import ConcurrentExecution, Err, Result, WorkflowStopped
+from .results import ConcurrentExecution, Err, NothingToResume, Result, WorkflowStopped
 from .run_states import RunState
 from .values import check_json
 from .waits import REGISTERED, WAITS
@@ -179,7 +179,7 @@ class Outcome(str, Enum):
     """What recovery did with one crashed run."""
 
     RESUMED = "resumed"  # run to an end: its result (an Err stored as a failure) is kept
-    SKIPPED = "skipped"  # another process had its lease first
+    SKIPPED = "skipped"  # another process had its lease first, or has ended it
     STOPPED = "stopped"  # a shutdown stopped it before its next step: still resumable
     UNKNOWN = "unknown"  # its recorded type and version are not registered here
     UNREGISTERED = "unregistered"  # not started through a registry: nothing to call
@@ -242,6 +242,8 @@ def resumable(
 ) -> tuple[Registered, Any] | Resumption:
     """The registered workflow and the input to resume run ``workflow_id`` (stored as
     ``text`` under ``key``) with; if there is none, the :class:`Resumption` saying why."""
+    if text is None:
+        return Resumption(workflow_id, Outcome.SKIPPED, detail="ended by another process")
     record = _recorded(text, key)
     if record is None:
         return Resumption(
@@ -263,7 +265,7 @@ def text_of(key: str) -> Plan[str | None]:
 
 def ended(workflow_id: str, result: Result[Any, Any]) -> Resumption:
     """The :class:`Resumption` of a run of ``workflow_id`` that came back with ``result``."""
-    if isinstance(result, Err) and isinstance(result.error, ConcurrentExecution):
+    if isinstance(result, Err) and isinstance(result.error, (ConcurrentExecution, NothingToResume)):
         return Resumption(workflow_id, Outcome.SKIPPED, result)
     if isinstance(result, Err) and isinstance(result.error, WorkflowStopped):
         return Resumption(workflow_id, Outcome.STOPPED, result)
@@ -312,7 +314,7 @@ def resumed(
 ) -> Resumption:
     """Run ``entry`` on ``store`` to resume ``workflow_id`` with ``input_value``."""
     given = {"store": store, "prefix": state_prefix, "lock_prefix": lock_prefix, **options}
-    arguments = entry.run_arguments(input_value, id=workflow_id, **given)
+    arguments = entry.run_arguments(input_value, id=workflow_id, resume_only=True, **given)
     return ended(workflow_id, run_registered(entry.made_deps(), **arguments))
 
 
@@ -364,7 +366,7 @@ async def resumed_async(
 ) -> Resumption:
     """The asyncio :func:`resumed` (``entry`` is an ``async def`` workflow)."""
     given = {"store": store, "prefix": state_prefix, "lock_prefix": lock_prefix, **options}
-    arguments = entry.run_arguments(input_value, id=workflow_id, **given)
+    arguments = entry.run_arguments(input_value, id=workflow_id, resume_only=True, **given)
     return ended(workflow_id, await run_registered_async(await _made(entry), **arguments))
 
 

@@ -127,6 +127,21 @@ class IdempotencyConflict(RunnerError):
 
 
 @dataclass(frozen=True)
+class NothingToResume(RunnerError):
+    """Recovery took the run's lease and found no stored state: another process
+    finished it (or it was deleted) after it was listed as crashed. Nothing ran."""
+
+    type: ClassVar[str] = "NOTHING_TO_RESUME"
+
+    @property
+    def message(self) -> str:
+        return (
+            f"Workflow '{self.workflow_id}' has no stored state to resume: another process "
+            "finished it, or it was deleted, since it was listed."
+        )
+
+
+@dataclass(frozen=True)
 class WorkflowStopped(RunnerError):
     """The run ended before its next step because its process is stopping
     (``StopToken``, a worker's SIGTERM). Not a cancellation: nothing is recorded,

@@ -107,6 +107,8 @@ class RunOptions:
     # What a run started through a Registry records from its first write, so that
     # recovery finds it and knows what to call: {"type", "version", "input"}.
     registered: dict[str, Any] | None = None
+    # Recovery's runs: a missing row means the run ended elsewhere, not a new run.
+    resume_only: bool = False
 
     @property
     def state_key(self) -> str:

@@ -93,6 +93,9 @@ class Worker:
         self._lock = threading.Lock()
         self._queued: set[str] = set()
         self._left: set[str] = set()  # reported once, not tried again
+        # Runs this worker ended while a listing was being read: the listing may
+        # still show them as crashed (their row read before they ended).
+        self._ended_while_listing: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._async_store: AsyncStore | None = None
 
@@ -126,6 +129,8 @@ class Worker:
         """List the stored runs once and queue the crashed ones not queued or left
         alone; how many were queued. A listing that fails is logged and retried at
         the next poll."""
+        with self._lock:
+            self._ended_while_listing.clear()
         try:
             runs = list_pending(
                 self.store, state_prefix=self.state_prefix, lock_prefix=self.lock_prefix
@@ -134,11 +139,8 @@ class Worker:
             log.warning("could not list the stored runs (%s); trying again", type(e).__name__)
             return 0
         with self._lock:
-            new = [
-                r.id
-                for r in runs
-                if r.state is RunState.CRASHED and r.id not in self._queued | self._left
-            ]
+            known = self._queued | self._left | self._ended_while_listing
+            new = [r.id for r in runs if r.state is RunState.CRASHED and r.id not in known]
             self._queued.update(new)
         for workflow_id in new:
             pool.submit(self._resume, workflow_id)
@@ -162,6 +164,7 @@ class Worker:
         finally:
             with self._lock:
                 self._queued.discard(workflow_id)
+                self._ended_while_listing.add(workflow_id)
 
     def _resumed(self, workflow_id: str) -> Resumption:
         key = self._backend.prefix + workflow_id
