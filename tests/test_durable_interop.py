@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -435,3 +436,40 @@ def test_a_cancelled_run_is_kept_alike_and_resumed_by_the_other_runtime(
     resumed = answer(run_twin("cancel", second, node_project, {**config, "uncancel": True}))
     assert resumed == {"ok": True, "value": "S3"}
     assert who_ran(shared, workflow_id) == {"s1": [first], "s2": [second], "s3": [second]}
+
+
+def test_the_worker_recovers_a_run_awaitly_started_with_the_documented_metadata(
+    node_project: Path, shared: dict[str, Any]
+) -> None:
+    workflow_id = "checkout-node-recovered"
+    recorded = {"type": "checkout", "version": 1, "input": {"id": workflow_id, "note": "n1"}}
+    config = {"url": shared["url"], "table": shared["table"], "id": workflow_id}
+    metadata = {"sqlalchemyAwaitly": {"workflow": recorded}}
+    crashed = run_node(node_project, {**config, "crashIn": "create-order", "metadata": metadata})
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    row = json.loads(shared["store"].get(f"workflow:state:{workflow_id}"))
+    assert row["metadata"]["sqlalchemyAwaitly"]["workflow"] == recorded  # with its first step
+
+    app = ["--app", "checkout_app:registry", "--url", shared["url"], "--table", shared["table"]]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "sqlalchemy_awaitly", "worker", *app, "--poll", "0.1"],
+        env=os.environ | {"PYTHONPATH": str(INTEROP), "INTEROP_URL": shared["url"]},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while shared["store"].get(f"workflow:state:{workflow_id}") is not None:
+            assert time.monotonic() < deadline, "the worker never finished the run"
+            time.sleep(0.05)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    assert f"{workflow_id}: resumed, completed" in out
+    assert who_ran(shared, workflow_id) == {
+        "fetch-user": ["node"],  # not run again
+        "create-order": ["python n1"],  # with the input Node recorded
+        "send-email": ["python n1"],
+    }

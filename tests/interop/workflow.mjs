@@ -1,6 +1,7 @@
 // The interop checkout workflow, run by awaitly 1.35's own durable.run.
 //   node workflow.mjs '{"url": ..., "table": ..., "id": ..., "crashIn": "create-order"|null,
-//                       "idempotencyKey": ..., "input": ..., "lockTtlMs": 1000}'
+//                       "idempotencyKey": ..., "input": ..., "lockTtlMs": 1000,
+//                       "metadata": {...}}'
 // Each step notes that Node ran it (interop_effects); crashIn SIGKILLs this process
 // as that step starts. Prints the run's result as one JSON line.
 import pg from "pg";
@@ -33,6 +34,7 @@ for (let attempt = 0; attempt < 100; attempt++) {
     lockTtlMs: config.lockTtlMs ?? 1000,
     idempotencyKey: config.idempotencyKey ?? undefined,
     input: config.input ?? undefined,
+    metadata: config.metadata ?? undefined, // what makes the run recoverable by Python
   });
   if (!(result.ok === false && result.error?.type === "CONCURRENT_EXECUTION")) break;
   await new Promise((r) => setTimeout(r, 100)); // a killed holder's lease: wait it out
