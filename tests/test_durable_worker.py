@@ -404,3 +404,23 @@ def test_a_stopped_run_ends_before_its_next_step_and_resumes_later(durable_env: 
 def test_a_stop_token_is_checked(durable_env: Env) -> None:
     with pytest.raises(TypeError, match=r"durable\.StopToken"):
         durable_env.run(lambda deps: iter(()), id="x", stop=threading.Event())
+
+
+def test_a_reporting_callback_that_raises_does_not_stop_the_worker() -> None:
+    store, shop = MemoryStore(), Shop()
+    for n in range(3):
+        shop.crashed(store, f"order-{n}")
+    heard: list[str] = []
+
+    def flaky(done: Resumption) -> None:
+        heard.append(done.workflow_id)
+        raise RuntimeError("the dashboard is down")
+
+    worker = Worker(store, shop.registry, concurrency=1, poll_interval=0.02, on_resumption=flaky)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    wait_until(lambda: len(heard) == 3, "three runs reported")
+    worker.stop()
+    thread.join(BOUND)
+    assert sorted(heard) == ["order-0", "order-1", "order-2"]
+    assert len(worker.totals.resumed) == 3 and durable.list_pending(store) == []

@@ -160,7 +160,10 @@ class Worker:
                 if done.outcome in LEFT_ALONE:
                     self._left.add(workflow_id)
             if self.on_resumption is not None:
-                self.on_resumption(done)
+                try:
+                    self.on_resumption(done)
+                except Exception:  # a reporting bug must not stop the worker's thread
+                    log.exception("on_resumption raised for %r", workflow_id)
         finally:
             with self._lock:
                 self._queued.discard(workflow_id)
