@@ -39,7 +39,8 @@ from .helpers import (
     uncancel_async,
 )
 from .memory import MemoryStore
-from .registry import Outcome, Recovery, Registry, Resumption, recover, recover_async
+from .recovery import Outcome, Recovery, Resumption, recover, recover_async
+from .registry import Registry
 from .results import (
     ConcurrentExecution,
     CorruptState,

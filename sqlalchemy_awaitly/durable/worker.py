@@ -23,16 +23,16 @@ from ..wire.documents import LOCK_PREFIX
 from .drivers import SyncIO, drive, sync_backend
 from .errors import DurableUsageError
 from .helpers import list_pending
-from .registry import (
+from .recovery import (
     Outcome,
     Recovery,
-    Registry,
     Resumption,
     resumable,
     resumed,
     resumed_async,
     text_of,
 )
+from .registry import Registry
 from .run_states import RunState
 from .stopping import StopToken
 
