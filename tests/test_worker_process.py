@@ -52,8 +52,8 @@ class Setup:
         done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=BOUND)
         assert done.returncode == -signal.SIGKILL, done.stderr
 
-    def worker(self, *extra: str) -> subprocess.Popen[str]:
-        args = ["--app", "worker_app:registry", "--url", self.url, "--table", self.table]
+    def worker(self, *extra: str, app: str = "worker_app:registry") -> subprocess.Popen[str]:
+        args = ["--app", app, "--url", self.url, "--table", self.table]
         return subprocess.Popen(
             [sys.executable, "-m", "sqlalchemy_awaitly", "worker", *args, "--poll", "0.1",
              "--lease-ttl", str(LEASE), *extra],
@@ -126,6 +126,21 @@ def test_a_worker_resumes_runs_killed_in_another_process(setup: Setup) -> None:
         f"{i}: resumed, completed" for i in ids
     ]
     assert "5 resumed" in out and "stopping (SIGTERM)" in err
+
+
+def test_a_worker_resumes_asyncio_workflows_on_an_asyncio_store_of_its_own(
+    setup: Setup,
+) -> None:
+    ids = [f"async-{n}" for n in range(3)]
+    setup.crash(ids, at="b")
+    worker = setup.worker(app="worker_app:async_registry")
+    wait_until(lambda: setup.pending() == [], "every run finished", worker)
+    code, out, err = stopped(worker)
+    assert code == 0, err
+    assert setup.ran() == Counter({(i, s): 1 for i in ids for s in ("a", "b", "c")})
+    assert sorted(line for line in out.splitlines() if line.endswith("completed")) == [
+        f"{i}: resumed, completed" for i in ids
+    ]
 
 
 def test_two_workers_racing_run_each_crashed_run_once(setup: Setup) -> None:

@@ -79,3 +79,14 @@ def start(url: str, table: str, ids: list[str], input: dict[str, Any]) -> None:
 if __name__ == "__main__":
     url, table, *ids = sys.argv[1:]
     start(url, table, ids, {"slow": os.environ.get("WORKER_SLOW") == "1"})
+
+
+async_registry = Registry()  # the same workflow as asyncio code, for the worker's loop
+
+
+@async_registry.workflow("orders")
+async def orders_async(step: Any, deps: Any, input: dict[str, Any]) -> int:
+    i = input["id"]
+    a = await step(effect(i, "a", 1), key="a")
+    b = await step(effect(i, "b", 2), key="b")
+    return a + b + await step(effect(i, "c", 3), key="c")
