@@ -5,6 +5,7 @@ leaves the run resumable with its lease released."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -53,8 +54,9 @@ class Setup:
         assert done.returncode == -signal.SIGKILL, done.stderr
 
     def worker(self, *extra: str, app: str = "worker_app:registry") -> subprocess.Popen[str]:
+        """A worker process, once it says it is watching (its signal handlers are in)."""
         args = ["--app", app, "--url", self.url, "--table", self.table]
-        return subprocess.Popen(
+        worker = subprocess.Popen(
             [sys.executable, "-m", "sqlalchemy_awaitly", "worker", *args, "--poll", "0.1",
              "--lease-ttl", str(LEASE), *extra],
             env=self.env,
@@ -62,6 +64,13 @@ class Setup:
             stderr=subprocess.PIPE,
             text=True,
         )  # fmt: skip
+        assert worker.stdout is not None
+        ready, _, _ = select.select([worker.stdout], [], [], BOUND)
+        first = worker.stdout.readline() if ready else ""
+        if not first.startswith("worker "):
+            worker.kill()
+            raise AssertionError(f"the worker did not start: {first!r} {worker.communicate()}")
+        return worker
 
     def ran(self) -> Counter[tuple[str, str]]:
         if not self.effects.exists():
