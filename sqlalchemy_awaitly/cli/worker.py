@@ -15,7 +15,6 @@ import signal
 import sys
 import threading
 from types import FrameType
-from typing import Any
 
 import click
 
@@ -25,7 +24,7 @@ from ..config import shown_url
 from ..durable import Outcome, Registry, Resumption
 from ..durable.results import Err
 from ..durable.values import text_of
-from ..persistence import AsyncStatePersistence
+from ..persistence import AsyncStatePersistence, StatePersistence
 from .errors import BAD_INPUT, Failure, explained
 
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
@@ -40,7 +39,7 @@ def load_registry(app: str) -> Registry:
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        found: Any = importlib.import_module(module_name)
+        found: object = importlib.import_module(module_name)
     except ImportError as e:
         raise Failure(f"cannot import {module_name!r}: {e}", BAD_INPUT) from None
     for name in attribute.split("."):
@@ -107,7 +106,7 @@ class Shutdown:
 
 
 def run_worker(
-    state: Any,
+    state: StatePersistence,
     url: str,
     table: str,
     schema: str | None,
