@@ -24,6 +24,7 @@ from ..wire.documents import (
     to_json,
     version_of,
 )
+from . import logs
 from .cancel import adopted_cancel, text_or_none
 from .errors import DurableUsageError
 from .replies import acquire, delete_guarded, repeated_if_unknown
@@ -179,7 +180,9 @@ def _leased(o: RunOptions, remark: str | None) -> Plan[Result[Any, Any]]:
                     return Err(
                         PersistenceFailed(o.workflow_id, "save", e, "the idempotency record")
                     )
-            return (yield from _loaded(o, state))
+            result = yield from _loaded(o, state)
+            logs.ended(o.workflow_id, result, state.last_key)
+            return result
         finally:
             if lease is not None:
                 yield StopHeartbeat(state)
@@ -230,16 +233,19 @@ def _loaded(o: RunOptions, state: RunState) -> Plan[Result[Any, Any]]:
                 )
         if snapshot is not None:
             state.resume_from(snapshot)
+        logs.began(o.workflow_id, None if snapshot is None else len(state.steps))
         if state.cancelled is not None:  # resumed only once durable.uncancel clears it
             mark = state.cancelled
             reason, last = text_or_none(mark.get("reason")), text_or_none(mark.get("lastStepKey"))
             return Err(WorkflowCancelled(o.workflow_id, reason, last))
     elif o.resume_only:  # listed as crashed, since finished by another process
         return Err(NothingToResume(o.workflow_id))
-    elif o.registered is not None:  # findable by recovery even if it dies before a step
-        unsaved = yield from save_snapshot(state, "the run's start")
-        if unsaved is not None:
-            return unsaved
+    else:
+        logs.began(o.workflow_id, None)
+        if o.registered is not None:  # findable by recovery even if it dies before a step
+            unsaved = yield from save_snapshot(state, "the run's start")
+            if unsaved is not None:
+                return unsaved
     body = yield RunBody(state)
     if state.usage_error is not None:
         raise state.usage_error

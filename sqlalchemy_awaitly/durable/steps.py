@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from ..errors import InvalidInputError
 from ..wire import json_text
+from . import logs
 from .cancel import saved_under_lease
 from .children import ChildNotRun
 from .compensation import Registered, planned
@@ -538,6 +539,9 @@ def _retrying(
         retry.should_retry is None or bool((yield Call(retry.should_retry, (failure, attempt))))
     ):
         delay = retry.delay(attempt, state.options.clock.random())
+        logs.retrying(
+            state.options.workflow_id, spec.key, attempt + 1, retry.attempts, delay, failure
+        )
         state.emit(
             "step_retry",
             spec.key,
