@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import AWAITLY_FIXTURES
 from sqlalchemy import create_engine, inspect, text
 
 from sqlalchemy_awaitly import SQLAlchemyKeyValueStore, durable
 from sqlalchemy_awaitly.durable import Err
+from sqlalchemy_awaitly.wire.documents import lease_value
 
 pytestmark = pytest.mark.slow  # end to end, in processes of its own: pytest -m slow
 
@@ -139,7 +141,7 @@ def test_operator_commands(url: str) -> None:
     assert as_json[0]["steps"] == 2 and as_json[0]["failed_step"] == "create-order"
     assert len(json.loads(cli("list", "--url", url, "--json", "--limit", "1").stdout)) == 1
 
-    shown = cli("show", "order-1", "--url", url)
+    shown = cli("show", "order-1", "--url", url, "--raw")
     assert shown.returncode == 0
     stored = rows(
         url, "SELECT value FROM awaitly_workflow_state WHERE key = :k", k="workflow:state:order-1"
@@ -404,3 +406,43 @@ def test_ctrl_c_ends_the_demo_once_with_130(tmp_path: Path) -> None:
     assert err.count("interrupted") == 1 and "Aborted" not in err + out
     assert "Traceback" not in err + out
     assert list(tmp_path.iterdir()) == []
+
+
+def test_show_is_a_timeline_of_rows_either_runtime_wrote(url: str) -> None:
+    assert cli("migrate", "--url", url).returncode == 0
+    store = SQLAlchemyKeyValueStore(url)
+    try:
+        failed_run(url, "order-1")
+        for name in ("thrown_error_with_cause", "failed_result_object"):
+            captured = json.loads((AWAITLY_FIXTURES / f"{name}.json").read_text())
+            save = [c for c in captured["store_calls"] if c["op"] == "save"][-1]
+            store.set(f"workflow:state:{save['id']}", json.dumps(save["snapshot"]))
+        store.set("workflow:lock:order-1", lease_value("0123456789abcdef", "web-1 pid 42"), 60)
+        store.set("workflow:lock:wf-errobj", lease_value("fedcba9876543210"), 60)  # Node's
+    finally:
+        store.close()
+
+    shown = cli("show", "order-1", "--url", url)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == "order-1  running" and "  held by      web-1 pid 42" in lines
+    assert lines[-2:] == [
+        "    1  fetch-user    ok",
+        "    2  create-order  failed  OUT_OF_STOCK",
+    ]
+    thrown = cli("show", "wf-thrown", "--url", url).stdout.splitlines()
+    assert thrown[0] == "wf-thrown  failed" and thrown[-1].startswith(
+        "    1  call-api  failed  UnexpectedError: Error: outer failure"
+    )
+    assert "Traceback" not in thrown[-1] and "    at " not in "\n".join(thrown)
+    errobj = cli("show", "wf-errobj", "--url", url).stdout.splitlines()
+    assert "  held by      token fedcba98" in errobj
+    assert errobj[-1].split()[:4] == ["1", "charge", "failed", "PAYMENT_FAILED:"]
+
+    listed = cli("list", "--url", url).stdout.splitlines()
+    holders = {line.split()[0]: line for line in listed[1:]}
+    assert holders["order-1"].endswith("held by web-1 pid 42")
+    assert holders["wf-errobj"].endswith("held by token fedcba98")
+    as_json = {run["id"]: run for run in json.loads(cli("list", "--url", url, "--json").stdout)}
+    assert as_json["order-1"]["holder"] == "web-1 pid 42"
+    assert as_json["wf-thrown"]["holder"] is None

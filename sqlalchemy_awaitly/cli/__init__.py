@@ -123,6 +123,8 @@ def _print_runs(runs: list[durable.PendingRun]) -> None:
     rows = [("ID", "STATE", "STEPS", "LAST UPDATE", "DETAIL")]
     for run in runs:
         detail = f"step {run.failed_step} failed" if run.failed_step else ""
+        if run.holder is not None and run.state is durable.RunState.RUNNING:
+            detail = f"held by {text_of(run.holder)}"
         if run.corrupt:
             detail = run.corrupt
         shown_id = text_of(run.id)  # a damaged SQLite key may hold lone surrogates
@@ -139,16 +141,26 @@ def _print_runs(runs: list[durable.PendingRun]) -> None:
 @main.command()
 @database_options
 @click.argument("workflow_id")
+@click.option("--raw", is_flag=True, help="the stored JSON as it is, pretty-printed")
 def show(
-    url: str | None, table: str, schema: str | None, key_prefix: str, workflow_id: str
+    url: str | None, table: str, schema: str | None, key_prefix: str, workflow_id: str, raw: bool
 ) -> None:
-    """The stored snapshot of WORKFLOW_ID, pretty-printed."""
+    """WORKFLOW_ID's stored steps as a timeline: each step's outcome, and a failure's
+    error type and message (--raw: the stored snapshot)."""
+    from .timeline import timeline
+
     with opened(url, table, schema, key_prefix) as state, explained(url, table, schema):
-        raw = state.load_raw(workflow_id)
-        if raw is None:
+        text = state.load_raw(workflow_id)
+        if text is None:
             raise Failure(f"no stored workflow {workflow_id!r} under {key_prefix}", NOT_FOUND)
-        snapshot = decode_state(state.key(workflow_id), raw)
-    click.echo(json_text.pretty(snapshot))
+        snapshot = decode_state(state.key(workflow_id), text)
+        listed = durable.list_pending(state, prefix=workflow_id) if not raw else []
+    if raw:
+        click.echo(json_text.pretty(snapshot))
+        return
+    run = next((r for r in listed if r.id == workflow_id), None)
+    for line in timeline(workflow_id, snapshot, run):
+        click.echo(line)
 
 
 @main.command()

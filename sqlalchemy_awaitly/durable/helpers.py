@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from ..errors import CorruptStateError, InvalidInputError
 from ..validation import check_pattern
@@ -16,6 +16,7 @@ from ..wire.documents import (
     LOCK_PREFIX,
     decode_state,
     idempotency_key_of,
+    lease_holder,
     lease_value,
     now_iso,
     to_json,
@@ -25,6 +26,7 @@ from .drivers import AsyncIO, SyncIO, adrive, async_backend, drive, sync_backend
 from .replies import acquire, repeated_if_unknown
 from .requests import Delete, DeleteMany, Keys, Load, LoadMany, Plan, Release, Save
 from .run_states import RunState, state_of
+from .state import this_process
 from .waits import WAITS
 
 _BATCH = 1000
@@ -41,6 +43,7 @@ class PendingRun:
     last_updated: str | None
     failed_step: str | None = None
     corrupt: str | None = None  # why the row cannot be read, if it cannot
+    holder: str | None = None  # a running run's lease holder, as its lease row says
 
     def as_json(self) -> dict[str, object]:
         """The fields as JSON values, for scripts (the CLI's ``list --json``)."""
@@ -96,11 +99,16 @@ def _list_pending(
         rows.update((yield LoadMany(keys[start : start + _BATCH])))
     # Read after the state rows: a run that ends in between shows as crashed, never the
     # other way round (a lease read first could vanish with its run, the row remain).
-    leased = {key[len(lock_prefix) :] for key in (yield Keys(lock_prefix + prefix))}
+    lock_keys = yield Keys(lock_prefix + prefix)
+    leases: dict[str, str] = {}
+    for start in range(0, len(lock_keys), _BATCH):
+        leases.update((yield LoadMany(lock_keys[start : start + _BATCH])))
+    holders = {key[len(lock_prefix) :]: lease_holder(text) for key, text in leases.items()}
     runs = []
     for key, text in rows.items():
         workflow_id = key[len(state_prefix) :]
-        runs.append(_pending(workflow_id, key, text, workflow_id in leased))
+        run = _pending(workflow_id, key, text, workflow_id in holders)
+        runs.append(replace(run, holder=holders.get(workflow_id)))
     runs.sort(key=lambda r: r.last_updated or "", reverse=True)
     return runs if limit is None else runs[:limit]
 
@@ -174,7 +182,7 @@ def _cancel(prefix: str, lock_prefix: str, workflow_id: str, reason: str | None)
             if asked:
                 return True
             continue
-        mine = lease_value(uuid.uuid4().hex)
+        mine = lease_value(uuid.uuid4().hex, this_process())
         if not (yield from acquire(lock_key, mine, CANCEL_LEASE_TTL)):
             continue  # it started meanwhile
         try:

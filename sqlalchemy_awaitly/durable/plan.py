@@ -63,6 +63,7 @@ from .state import (
     RunOptions,
     RunState,
     VersionMismatchInfo,
+    this_process,
 )
 from .values import (
     check_json,
@@ -158,7 +159,7 @@ def _leased(o: RunOptions, remark: str | None) -> Plan[Result[Any, Any]]:
     if not o.allow_concurrent:
         lease = Lease(
             o.lock_prefix + o.workflow_id,
-            lease_value(uuid.uuid4().hex),
+            lease_value(uuid.uuid4().hex, this_process()),
             o.lease_ttl,
             o.heartbeat_interval,
         )

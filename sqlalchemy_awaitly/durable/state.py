@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from .stopping import StopToken
 from .waits import REGISTERED, WAITS, waits_of
 
 log = logging.getLogger("sqlalchemy_awaitly.durable")
+_HOST = socket.gethostname()
 
 
 # --- a run's options and state ------------------------------------------------
@@ -180,6 +183,12 @@ class StepExit(BaseException):
     def __init__(self, result: Result[Any, Any]) -> None:
         super().__init__(result)
         self.result = result
+
+
+def this_process() -> str:
+    """Who holds a lease taken here, for operators: host and pid (read at each lease,
+    so a forked worker names itself)."""
+    return f"{_HOST} pid {os.getpid()}"
 
 
 class RunState:

@@ -330,9 +330,26 @@ def read_idempotency(key: str, text: object) -> IdempotencyRecord:
     )
 
 
-def lease_value(owner_token: str) -> str:
-    """A lease row's value; a Node.js store sharing leases must write the same."""
-    return to_json({"ownerToken": owner_token})
+def lease_value(owner_token: str, owner: str | None = None) -> str:
+    """A lease row's value: awaitly's ``{"ownerToken": ...}`` (what a Node.js store
+    sharing leases writes and reads), and ``owner``, who holds it, for operators."""
+    value = {"ownerToken": owner_token}
+    if owner is not None:
+        value["owner"] = owner
+    return to_json(value)
+
+
+def lease_holder(text: str) -> str | None:
+    """Who holds a lease, as its row says: its ``owner``, else its token's start (a
+    Node.js lease); None if the row is not a lease."""
+    try:
+        lease = json_text.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(lease, dict) or not isinstance(lease.get("ownerToken"), str):
+        return None
+    owner = lease.get("owner")
+    return owner if isinstance(owner, str) else f"token {lease['ownerToken'][:8]}"
 
 
 def same_input(stored: Any, given: Any) -> bool:

@@ -1,0 +1,84 @@
+"""``show ID``: a stored run as a step timeline an operator can read.
+
+One line per stored step, in the order they ran: its outcome and, for a
+failure, the error's type and message (never a traceback: ``show --raw``
+prints the stored JSON as it is). Rows awaitly wrote read the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..durable import PendingRun
+from ..durable.values import text_of
+
+MESSAGE_WIDTH = 120
+
+
+def error_of(outcome: dict[str, Any]) -> tuple[str, str]:
+    """A failed step's error type and one-line message, from awaitly's shapes: a
+    string code, or an object with ``type`` / ``_tag`` / ``name`` and ``message``;
+    without a message, what was thrown (the stored ``cause``: name and message)."""
+    error = outcome.get("error")
+    if isinstance(error, str):
+        return error, ""
+    if not isinstance(error, dict):
+        return type(error).__name__ if error is not None else "undefined", ""
+    kind = next(
+        (error[k] for k in ("type", "_tag", "name") if isinstance(error.get(k), str)), "object"
+    )
+    message = error.get("message")
+    if isinstance(message, str):
+        return kind, _line(message)
+    return kind, _thrown(outcome.get("cause"))
+
+
+def _thrown(cause: object) -> str:
+    """What a stored cause says was thrown: ``Name: message``, or its text."""
+    if not isinstance(cause, dict):
+        return ""
+    name, message = cause.get("name"), cause.get("message")
+    if isinstance(message, str):
+        return _line(f"{name}: {message}" if isinstance(name, str) else message)
+    text = cause.get("stringRepresentation")
+    return _line(text) if isinstance(text, str) else ""
+
+
+def _line(text: str) -> str:
+    flat = " ".join(text_of(text).split())
+    return flat if len(flat) <= MESSAGE_WIDTH else flat[: MESSAGE_WIDTH - 3] + "..."
+
+
+def timeline(workflow_id: str, snapshot: dict[str, Any], run: PendingRun | None) -> list[str]:
+    """The lines ``show`` prints for ``snapshot``; ``run`` is its listing (state, holder)."""
+    state = str(run.state) if run is not None else "completed"
+    execution = snapshot.get("execution") or {}
+    metadata = snapshot.get("metadata") or {}
+    section = metadata.get("sqlalchemyAwaitly")
+    section = section if isinstance(section, dict) else {}
+    lines = [f"{text_of(workflow_id)}  {state}"]
+    workflow = section.get("workflow")
+    if isinstance(workflow, dict):
+        lines.append(f"  workflow     {workflow.get('type')} v{workflow.get('version')}")
+    if run is not None and run.holder is not None:
+        lines.append(f"  held by      {text_of(run.holder)}")
+    cancelled = section.get("cancelled")
+    if isinstance(cancelled, dict):
+        reason = cancelled.get("reason")
+        lines.append(
+            f"  cancelled    {_line(reason) if isinstance(reason, str) else '(no reason)'}"
+        )
+    lines.append(f"  last update  {execution.get('lastUpdated') or '-'}")
+    steps = snapshot.get("steps") or {}
+    if not steps:
+        lines.append("  no stored steps")
+        return lines
+    width = max(len(text_of(key)) for key in steps)
+    for n, (key, outcome) in enumerate(steps.items(), 1):
+        shown = text_of(key).ljust(width)
+        if outcome.get("ok"):
+            lines.append(f"  {n:>3}  {shown}  ok")
+            continue
+        kind, message = error_of(outcome)
+        lines.append(f"  {n:>3}  {shown}  failed  {kind}{': ' + message if message else ''}")
+    return lines
