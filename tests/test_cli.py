@@ -68,6 +68,8 @@ def test_demo_tells_the_story_and_the_database_agrees(url: str) -> None:
     done = cli("demo", "--url", url, "--workflow-id", "checkout-test", "--keep")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "The story held" in done.stdout
+    assert "checkout-test: resumed, completed" in done.stdout  # by the recovery worker
+    assert "stopping (SIGTERM)" in done.stdout  # which the demo then stops
     found = rows(
         url, "SELECT step, pid FROM awaitly_demo_effects WHERE workflow_id = 'checkout-test'"
     )
