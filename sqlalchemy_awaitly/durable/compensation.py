@@ -13,7 +13,7 @@ COMPENSATION = "compensation"
 
 
 @dataclass(frozen=True)
-class Registered:
+class Undo:
     """A completed step's compensation: ``fn(value)`` undoes it."""
 
     name: str
@@ -48,6 +48,6 @@ def compensation_of(metadata: Mapping[str, Any]) -> Compensation | None:
     return Compensation(pending, done, [e for e in errors if isinstance(e, dict)])
 
 
-def planned(compensations: Mapping[str, Registered]) -> Compensation:
+def planned(compensations: Mapping[str, Undo]) -> Compensation:
     """The compensation of every step registered, the last completed first."""
     return Compensation(list(compensations)[::-1])

@@ -19,7 +19,7 @@ from ..wire.documents import (
 )
 from .cancel import CANCELLED, CancelToken, cancelled_mark
 from .clock import SYSTEM_CLOCK, Clock
-from .compensation import COMPENSATION, Compensation, Registered, compensation_of
+from .compensation import COMPENSATION, Compensation, Undo, compensation_of
 from .errors import DurableUsageError
 from .groups import GROUPS, groups_of
 from .requests import Renew
@@ -213,7 +213,7 @@ class RunState:
         self.groups: dict[str, dict[str, Any]] = {}
         # Compensations of the steps completed (run or replayed), in step order, and
         # the record of the compensation once the run failed (``saga.py``).
-        self.compensations: dict[str, Registered] = {}
+        self.compensations: dict[str, Undo] = {}
         self.compensation: Compensation | None = None
         self.replayed_failure = False  # the run fails at a failure read from the row
         self.last_key: str | None = None  # of the last snapshot built

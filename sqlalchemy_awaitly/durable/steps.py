@@ -17,7 +17,7 @@ from ..wire import json_text
 from . import logs
 from .cancel import saved_under_lease
 from .children import ChildNotRun
-from .compensation import Registered, planned
+from .compensation import Undo, planned
 from .errors import DuplicateStepKeyError, DurableUsageError
 from .groups import Group
 from .replies import commit
@@ -201,7 +201,7 @@ def _register(state: RunState, spec: StepSpec, value: Any) -> None:
     """A completed step's compensation, to run if the run fails (``saga.py``)."""
     if spec.compensate is not None:
         copy = json_text.copy_of(value)
-        state.compensations[spec.key] = Registered(spec.label, copy, spec.compensate)
+        state.compensations[spec.key] = Undo(spec.label, copy, spec.compensate)
 
 
 _NOTHING = object()  # what a sleep "returns": stored as awaitly's ok(undefined)
