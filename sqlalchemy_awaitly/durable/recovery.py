@@ -111,9 +111,14 @@ def resumable(
     return entry, record.get("input")
 
 
-def text_of(key: str) -> Plan[str | None]:
+def known_run(
+    registry: Registry, prefix: str, workflow_id: str
+) -> Plan[tuple[Registered, Any] | Resumption]:
+    """Read run ``workflow_id``'s row (under state ``prefix``): what :func:`resumable`
+    says of it. One plan for the sync and asyncio passes and the worker."""
+    key = prefix + workflow_id
     text = yield Load(key)
-    return text if isinstance(text, str) else None
+    return resumable(registry, workflow_id, key, text if isinstance(text, str) else None)
 
 
 def ended(workflow_id: str, result: Result[Any, Any]) -> Resumption:
@@ -144,8 +149,7 @@ def recover(
     for workflow_id in _crashed(
         list_pending(store, state_prefix=state_prefix, lock_prefix=lock_prefix), limit
     ):
-        key = backend.prefix + workflow_id
-        known = resumable(registry, workflow_id, key, drive(text_of(key), io))
+        known = drive(known_run(registry, backend.prefix, workflow_id), io)
         if isinstance(known, Resumption):
             found.add(known)
             continue
@@ -166,9 +170,24 @@ def resumed(
     options: dict[str, Any],
 ) -> Resumption:
     """Run ``entry`` on ``store`` to resume ``workflow_id`` with ``input_value``."""
-    given = {"store": store, "prefix": state_prefix, "lock_prefix": lock_prefix, **options}
-    arguments = entry.run_arguments(input_value, id=workflow_id, resume_only=True, **given)
+    arguments = _resuming(
+        entry, input_value, workflow_id, store, state_prefix, lock_prefix, options
+    )
     return ended(workflow_id, run_registered(entry.made_deps(), **arguments))
+
+
+def _resuming(
+    entry: Registered,
+    input_value: Any,
+    workflow_id: str,
+    store: object,
+    state_prefix: str | None,
+    lock_prefix: str,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """``run_registered``'s arguments (but deps) to resume ``workflow_id``: only resume."""
+    given = {"store": store, "prefix": state_prefix, "lock_prefix": lock_prefix, **options}
+    return entry.run_arguments(input_value, id=workflow_id, resume_only=True, **given)
 
 
 async def recover_async(
@@ -192,8 +211,7 @@ async def recover_async(
 
     async def resume(workflow_id: str) -> None:
         async with gate:
-            key = backend.prefix + workflow_id
-            known = resumable(registry, workflow_id, key, await adrive(text_of(key), io))
+            known = await adrive(known_run(registry, backend.prefix, workflow_id), io)
             if isinstance(known, Resumption):
                 found.add(known)
                 return
@@ -218,8 +236,9 @@ async def resumed_async(
     options: dict[str, Any],
 ) -> Resumption:
     """The asyncio :func:`resumed` (``entry`` is an ``async def`` workflow)."""
-    given = {"store": store, "prefix": state_prefix, "lock_prefix": lock_prefix, **options}
-    arguments = entry.run_arguments(input_value, id=workflow_id, resume_only=True, **given)
+    arguments = _resuming(
+        entry, input_value, workflow_id, store, state_prefix, lock_prefix, options
+    )
     return ended(workflow_id, await run_registered_async(await made_async(entry), **arguments))
 
 

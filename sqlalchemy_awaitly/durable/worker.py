@@ -27,10 +27,9 @@ from .recovery import (
     Outcome,
     Recovery,
     Resumption,
-    resumable,
+    known_run,
     resumed,
     resumed_async,
-    text_of,
 )
 from .registry import Registry
 from .run_states import RunState
@@ -170,10 +169,8 @@ class Worker:
                 self._ended_while_listing.add(workflow_id)
 
     def _resumed(self, workflow_id: str) -> Resumption:
-        key = self._backend.prefix + workflow_id
-        known = resumable(
-            self.registry, workflow_id, key, drive(text_of(key), SyncIO(self._backend))
-        )
+        io = SyncIO(self._backend)
+        known = drive(known_run(self.registry, self._backend.prefix, workflow_id), io)
         if isinstance(known, Resumption):
             return known
         entry, input_value = known
