@@ -121,12 +121,10 @@ def setup(url: str, table_name: str, tmp_path: Path) -> Setup:
     return Setup(url, table_name, tmp_path)
 
 
-def test_a_worker_resumes_runs_killed_in_another_process(setup: Setup) -> None:
-    ids = [f"order-{n}" for n in range(5)]
-    setup.crash(ids, at="b")
-    assert setup.ran() == Counter({(i, "a"): 1 for i in ids})
-    assert {r.state for r in setup.pending()} == {RunState.RUNNING}  # leases not lapsed yet
-    worker = setup.worker()
+def drained(setup: Setup, ids: list[str], app: str = "worker_app:registry") -> tuple[str, str]:
+    """Run a worker until ``ids`` (crashed after step a) are done, stop it, and check
+    each step ran once and each run was reported completed; its output."""
+    worker = setup.worker(app=app)
     wait_until(lambda: setup.pending() == [], "every run finished", worker)
     code, out, err = stopped(worker)
     assert code == 0, err
@@ -134,6 +132,15 @@ def test_a_worker_resumes_runs_killed_in_another_process(setup: Setup) -> None:
     assert sorted(line for line in out.splitlines() if line.endswith("completed")) == [
         f"{i}: resumed, completed" for i in ids
     ]
+    return out, err
+
+
+def test_a_worker_resumes_runs_killed_in_another_process(setup: Setup) -> None:
+    ids = [f"order-{n}" for n in range(5)]
+    setup.crash(ids, at="b")
+    assert setup.ran() == Counter({(i, "a"): 1 for i in ids})
+    assert {r.state for r in setup.pending()} == {RunState.RUNNING}  # leases not lapsed yet
+    out, err = drained(setup, ids)
     assert "5 resumed" in out and "stopping (SIGTERM)" in err
 
 
@@ -142,14 +149,7 @@ def test_a_worker_resumes_asyncio_workflows_on_an_asyncio_store_of_its_own(
 ) -> None:
     ids = [f"async-{n}" for n in range(3)]
     setup.crash(ids, at="b")
-    worker = setup.worker(app="worker_app:async_registry")
-    wait_until(lambda: setup.pending() == [], "every run finished", worker)
-    code, out, err = stopped(worker)
-    assert code == 0, err
-    assert setup.ran() == Counter({(i, s): 1 for i in ids for s in ("a", "b", "c")})
-    assert sorted(line for line in out.splitlines() if line.endswith("completed")) == [
-        f"{i}: resumed, completed" for i in ids
-    ]
+    drained(setup, ids, app="worker_app:async_registry")
 
 
 def test_two_workers_racing_run_each_crashed_run_once(setup: Setup) -> None:
