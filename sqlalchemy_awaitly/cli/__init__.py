@@ -301,12 +301,6 @@ def migrate(url: str | None, table: str, schema: str | None) -> None:
         click.echo(upgrade(url, table, schema))
 
 
-from .demo import demo, demo_worker  # noqa: E402  (registers the demo commands)
-
-main.add_command(demo)
-main.add_command(demo_worker)
-
-
 @main.command()
 @database_options
 @click.option("--app", required=True, help="module:attribute of your durable.Registry")
@@ -354,3 +348,9 @@ def worker(
         run_worker(
             state, url, table, schema, key_prefix, registry, concurrency, poll, grace, lease_ttl
         )
+
+
+from .demo import demo, demo_worker  # noqa: E402  (registers the demo commands)
+
+main.add_command(demo)
+main.add_command(demo_worker)
