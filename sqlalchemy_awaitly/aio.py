@@ -33,6 +33,8 @@ from .execution import (
 )
 from .schema import DEFAULT_TABLE_NAME
 from .statements import Op, Statements
+from .telemetry import store_calls
+from .telemetry.store_calls import Target, target_of
 from .validation import Ttl
 
 T = TypeVar("T")
@@ -95,6 +97,7 @@ class AsyncSQLAlchemyKeyValueStore:
         self._statements: Statements | None = None
         self._ops: dict[str, Op] = {}
         self._runner: AsyncDirectRunner | AsyncEngineRunner | None = None
+        self._otel_target: Target
         self._closed = False
 
     @property
@@ -122,6 +125,7 @@ class AsyncSQLAlchemyKeyValueStore:
                     await conn.close()
                 statements = Statements(self.table, self.engine.dialect.name, info.naive_utc_expiry)
                 label = self._options.table_label
+                self._otel_target = target_of(self.engine.url, self.engine.dialect.name, label)
                 self._statements = statements
                 self._ops = statements.by_name
                 self._runner = self._runner_for(statements, label)
@@ -143,18 +147,31 @@ class AsyncSQLAlchemyKeyValueStore:
             return call.answer_without_io()
         runner = self._runner or await self._ready()
         op = self._ops[call.op]
-        if connection is None:
-            return call.read(await runner.run(op, call.params))
+        watch = store_calls.begin(self._otel_target, op)
+        try:
+            if connection is None:
+                outcome = await runner.run(op, call.params)
+            else:
+                conn = await self._connection_of(connection)
+                label = self._options.table_label
+                outcome = await run_on_async_connection(conn, op, call.params, label)
+        except BaseException as e:
+            if watch is not None:
+                store_calls.end(watch, None, e)
+            raise
+        if watch is not None:
+            store_calls.end(watch, outcome, None)
+        return call.read(outcome)
+
+    @staticmethod
+    async def _connection_of(connection: AsyncTransaction) -> AsyncConnection:
         if isinstance(connection, AsyncSession):
-            conn = await connection.connection()
-        elif isinstance(connection, AsyncConnection):
-            conn = connection
-        else:
-            raise wrong_connection(
-                connection, "an AsyncConnection or AsyncSession", "SQLAlchemyKeyValueStore"
-            )
-        label = self._options.table_label
-        return call.read(await run_on_async_connection(conn, op, call.params, label))
+            return await connection.connection()
+        if isinstance(connection, AsyncConnection):
+            return connection
+        raise wrong_connection(
+            connection, "an AsyncConnection or AsyncSession", "SQLAlchemyKeyValueStore"
+        )
 
     async def get(self, key: str, *, connection: AsyncTransaction | None = None) -> str | None:
         return await self._run(self._calls.get(key), connection)

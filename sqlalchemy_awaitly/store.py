@@ -34,6 +34,8 @@ from .execution import (
 )
 from .schema import DEFAULT_TABLE_NAME
 from .statements import Op, Statements
+from .telemetry import store_calls
+from .telemetry.store_calls import Target, target_of
 from .validation import Ttl
 
 T = TypeVar("T")
@@ -99,6 +101,7 @@ class SQLAlchemyKeyValueStore:
         self._statements: Statements | None = None
         self._ops: dict[str, Op] = {}
         self._runner: DirectRunner | EngineRunner | None = None
+        self._otel_target: Target
         self._closed = False
 
     @property
@@ -120,6 +123,7 @@ class SQLAlchemyKeyValueStore:
                     )
                 statements = Statements(self.table, self.engine.dialect.name, info.naive_utc_expiry)
                 label = self._options.table_label
+                self._otel_target = target_of(self.engine.url, self.engine.dialect.name, label)
                 self._statements = statements
                 self._ops = statements.by_name
                 self._runner = self._runner_for(statements, label)
@@ -140,17 +144,30 @@ class SQLAlchemyKeyValueStore:
             return call.answer_without_io()
         runner = self._runner or self._ready()
         op = self._ops[call.op]
-        if connection is None:
-            return call.read(runner.run(op, call.params))
+        watch = store_calls.begin(self._otel_target, op)
+        try:
+            if connection is None:
+                outcome = runner.run(op, call.params)
+            else:
+                conn = self._connection_of(connection)
+                outcome = run_on_connection(conn, op, call.params, self._options.table_label)
+        except BaseException as e:
+            if watch is not None:
+                store_calls.end(watch, None, e)
+            raise
+        if watch is not None:
+            store_calls.end(watch, outcome, None)
+        return call.read(outcome)
+
+    @staticmethod
+    def _connection_of(connection: Transaction) -> Connection:
         if isinstance(connection, Session):
-            conn = connection.connection()
-        elif isinstance(connection, Connection):
-            conn = connection
-        else:
-            raise wrong_connection(
-                connection, "a Connection or Session", "AsyncSQLAlchemyKeyValueStore"
-            )
-        return call.read(run_on_connection(conn, op, call.params, self._options.table_label))
+            return connection.connection()
+        if isinstance(connection, Connection):
+            return connection
+        raise wrong_connection(
+            connection, "a Connection or Session", "AsyncSQLAlchemyKeyValueStore"
+        )
 
     def get(self, key: str, *, connection: Transaction | None = None) -> str | None:
         """The value under ``key``, or None if there is none or it has expired."""

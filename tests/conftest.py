@@ -218,6 +218,16 @@ def durable_env(request: pytest.FixtureRequest, table_name: str, sqlite_url: str
         engine.dispose()
 
 
+@pytest.fixture
+def otel() -> Iterator[Any]:
+    """The OpenTelemetry SDK set up as an app sets it up, with in-memory exporters
+    (``otel_sdk.py``); taken down after the test."""
+    from otel_sdk import sdk_installed
+
+    with sdk_installed() as telemetry:
+        yield telemetry
+
+
 def raw_rows(engine_url: str, sql: str) -> list[Any]:
     engine = create_engine(engine_url)
     try:

@@ -206,6 +206,7 @@ def _options(backend: SyncBackend | AsyncBackend, deps: Any, given: dict[str, An
         store_prefix=given["prefix"],
         cancel=_cancel_token(given["cancel"]),
         stop=_stop_token(given["stop"]),
+        workflow_name=getattr(given["workflow"], "__name__", None) or "workflow",
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import contextvars
 import inspect
 import threading
 from collections.abc import Awaitable, Callable
@@ -222,6 +223,10 @@ class Tx:
 # --- sync -------------------------------------------------------------------
 
 
+def _in_context(context: contextvars.Context, renew: Callable[[Renew], object], r: Renew) -> object:
+    return context.run(renew, r)
+
+
 def drive(plan: Plan[T], io: SyncIO) -> T:
     reply: Any = None
     error: BaseException | None = None
@@ -290,7 +295,11 @@ class SyncIO:
         if isinstance(request, StartHeartbeat):
             assert request.state.lease is not None
             self._lease = request.state.lease
-            self._heartbeat = heartbeats.start(self._renew, request.state.lease)
+            renew: Callable[[Renew], object] = self._renew
+            if request.state.trace is not None:  # renewals in the run's span, as a task's are
+                context = contextvars.copy_context()
+                renew = partial(_in_context, context, self._renew)
+            self._heartbeat = heartbeats.start(renew, request.state.lease)
             return None
         if isinstance(request, StopHeartbeat):
             self.abandon()

@@ -10,6 +10,7 @@ more than it must.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -40,7 +41,8 @@ class ThreadGroup:
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="sqlalchemy-awaitly")
         self._pending: dict[Future[Any], tuple[int, str]] = {}
         for index, (member, fn) in enumerate(members):
-            future = self._executor.submit(_called_in_thread, fn)
+            # In the run's context, as a task would be: a member's spans nest under its step.
+            future = self._executor.submit(contextvars.copy_context().run, _called_in_thread, fn)
             self._pending[future] = (index, member)
 
     def next_done(self) -> Ending:

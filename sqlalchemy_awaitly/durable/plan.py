@@ -24,7 +24,7 @@ from ..wire.documents import (
     to_json,
     version_of,
 )
-from . import logs
+from . import logs, tracing
 from .cancel import adopted_cancel, text_or_none
 from .errors import DurableUsageError
 from .replies import acquire, delete_guarded, repeated_if_unknown
@@ -65,6 +65,7 @@ from .state import (
     VersionMismatchInfo,
     this_process,
 )
+from .tracing import RunTrace
 from .values import (
     check_json,
     raised_result,
@@ -96,7 +97,21 @@ def _unclaim(scope: tuple[object, str]) -> None:
 
 
 def run_plan(o: RunOptions) -> Plan[Result[Any, Any]]:
-    """One call of ``run``: idempotency, guards, lease, load, the body, and the end."""
+    """One call of ``run``: idempotency, guards, lease, load, the body, and the end;
+    recorded as a span and metrics when the app has set up OpenTelemetry."""
+    trace = tracing.run_trace(o)
+    if trace is None:
+        return (yield from _run(o, None))
+    try:
+        result = yield from _run(o, trace)
+    except BaseException as e:
+        trace.ended(None, e)
+        raise
+    trace.ended(result, None)
+    return result
+
+
+def _run(o: RunOptions, trace: RunTrace | None) -> Plan[Result[Any, Any]]:
     marker: str | None = None
     claimed = False
     if o.idempotency_key is not None:
@@ -121,7 +136,7 @@ def run_plan(o: RunOptions) -> Plan[Result[Any, Any]]:
         result: Result[Any, Any] = Err(ConcurrentExecution(o.workflow_id, "in-process"))
     else:
         try:
-            result = yield from _leased(o, marker if not claimed else None)
+            result = yield from _leased(o, marker if not claimed else None, trace)
         finally:
             if not o.allow_concurrent:
                 _unclaim(scope)
@@ -153,7 +168,7 @@ def _idempotent_answer(o: RunOptions, text: str) -> Result[Any, Any] | None:
     return None  # ours, or a crashed run under this id to resume: the lease decides
 
 
-def _leased(o: RunOptions, remark: str | None) -> Plan[Result[Any, Any]]:
+def _leased(o: RunOptions, remark: str | None, trace: RunTrace | None) -> Plan[Result[Any, Any]]:
     """Take the lease (and renew it from now on), then run; ``remark``: a marker to rewrite."""
     lease = None
     if not o.allow_concurrent:
@@ -170,6 +185,7 @@ def _leased(o: RunOptions, remark: str | None) -> Plan[Result[Any, Any]]:
         if not acquired:
             return Err(ConcurrentExecution(o.workflow_id, "cross-process"))
     state = RunState(o, lease)
+    state.trace = trace
     try:
         if lease is not None:
             yield StartHeartbeat(state)
@@ -235,6 +251,7 @@ def _loaded(o: RunOptions, state: RunState) -> Plan[Result[Any, Any]]:
         if snapshot is not None:
             state.resume_from(snapshot)
         logs.began(o.workflow_id, None if snapshot is None else len(state.steps))
+        tracing.began(state, None if snapshot is None else len(state.steps))
         if state.cancelled is not None:  # resumed only once durable.uncancel clears it
             mark = state.cancelled
             reason, last = text_or_none(mark.get("reason")), text_or_none(mark.get("lastStepKey"))
@@ -243,6 +260,7 @@ def _loaded(o: RunOptions, state: RunState) -> Plan[Result[Any, Any]]:
         return Err(NothingToResume(o.workflow_id))
     else:
         logs.began(o.workflow_id, None)
+        tracing.began(state, None)
         if o.registered is not None:  # findable by recovery even if it dies before a step
             unsaved = yield from save_snapshot(state, "the run's start")
             if unsaved is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import tracing
 from .cancel import saved_under_lease
 from .requests import Plan, Save
 from .results import Err, LeaseExpired, PersistenceFailed, Result
@@ -21,7 +22,9 @@ def save_snapshot(state: RunState, what: str) -> Plan[Result[Any, Any] | None]:
         save = Save(o.state_key, text, None, None, state.guard, seq)
         saved = yield from saved_under_lease(state, save)
     except Exception as e:
+        tracing.checkpoint(state, "failed")
         return Err(PersistenceFailed(o.workflow_id, "save", e, what))
+    tracing.checkpoint(state, "saved" if saved is not False else "lease_lost")
     if saved is False:
         assert state.lease is not None
         state.lease.lost = True

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..wire.documents import (
     EncodedSteps,
@@ -27,7 +27,10 @@ from .results import (
     Result,
 )
 from .stopping import StopToken
-from .waits import REGISTERED, WAITS, waits_of
+from .waits import REGISTERED, TRACEPARENT, WAITS, waits_of
+
+if TYPE_CHECKING:
+    from .tracing import RunTrace
 
 log = logging.getLogger("sqlalchemy_awaitly.durable")
 _HOST = socket.gethostname()
@@ -112,6 +115,8 @@ class RunOptions:
     registered: dict[str, Any] | None = None
     # Recovery's runs: a missing row means the run ended elsewhere, not a new run.
     resume_only: bool = False
+    # The workflow function's name: a run span's name when the run has no registered type.
+    workflow_name: str = "workflow"
 
     @property
     def state_key(self) -> str:
@@ -227,6 +232,10 @@ class RunState:
         self.stop: Result[Any, Any] | None = None
         self.usage_error: DurableUsageError | None = None
         self._seq = 0
+        # Spans and metrics of this run (``tracing.py``), None when no SDK is set up;
+        # the traceparent of the run that wrote the row, for the resumed run's link.
+        self.trace: RunTrace | None = None
+        self.resumed_traceparent: object = None
 
     def next_seq(self) -> int:
         self._seq += 1
@@ -258,6 +267,7 @@ class RunState:
         section = self.stored_metadata.get(WAITS)
         kept = section.get(REGISTERED) if isinstance(section, dict) else None
         self.stored_registered = kept if isinstance(kept, dict) else None
+        self.resumed_traceparent = section.get(TRACEPARENT) if isinstance(section, dict) else None
         last = self.stored_metadata.get("lastStepKey")
         self.last_key = last if isinstance(last, str) else None
         self.has_row = True
@@ -288,6 +298,9 @@ class RunState:
         registered = o.registered if o.registered is not None else self.stored_registered
         if registered is not None:
             section[REGISTERED] = dict(registered)
+        traceparent = None if self.trace is None else self.trace.traceparent
+        if traceparent is not None:
+            section[TRACEPARENT] = traceparent
         if section:
             merged[WAITS] = section
         if not changing:

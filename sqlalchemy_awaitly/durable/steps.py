@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from ..errors import InvalidInputError
 from ..wire import json_text
-from . import logs
+from . import logs, tracing
 from .cancel import saved_under_lease
 from .children import ChildNotRun
 from .compensation import Undo, planned
@@ -172,19 +172,21 @@ def step_plan(state: RunState, spec: StepSpec) -> Plan[Any]:
     if key in state.stored:
         state.emit("step_skipped", key, step_name=name)
         answer = replay(state.steps[key])
+        tracing.replayed(state, key, name, answer if isinstance(answer, Err) else Ok(answer))
         if isinstance(answer, Err):
             state.replayed_failure = True
             raise state.end(answer)
         _register(state, spec, answer)
         state.last_done = key
         return json_text.copy_of(answer)
-    recorded = False
+    traced = tracing.step_began(state, key, name)
     try:
         result = yield from _run_and_record(state, spec)
-        recorded = True
-    finally:
-        if not recorded:  # interrupted before its record: the step may be run again
-            state.seen.discard(key)
+    except BaseException as e:  # interrupted before its record: the step may be run again
+        state.seen.discard(key)
+        tracing.step_ended(state, traced, key, None, e)
+        raise
+    tracing.step_ended(state, traced, key, result)
     state.has_row = True
     state.emit("persist_success", key, step_name=name)
     if isinstance(result, Err):
@@ -213,14 +215,20 @@ def _unrecorded(state: RunState, spec: StepSpec) -> Plan[Any]:
     _check_running(state)
     name = spec.label
     state.emit("step_start", spec.key, step_name=name)
+    traced = tracing.step_began(state, spec.key, name)
     try:
         raw = yield from _group(state, spec) if spec.group is not None else _called(spec)
     except DurableUsageError as e:
+        tracing.step_ended(state, traced, spec.key, None, e)
         raise _usage(state, e) from None
     except Exception as e:
         result: Result[Any, Any] = raised_result(e)
+    except BaseException as e:
+        tracing.step_ended(state, traced, spec.key, None, e)
+        raise
     else:
         result = raw if isinstance(raw, (Ok, Err)) else Ok(raw)
+    tracing.step_ended(state, traced, spec.key, result)
     if isinstance(result, Err):
         cause = result.cause if isinstance(result.cause, Exception) else None
         state.emit("step_error", spec.key, cause, step_name=name)
@@ -473,6 +481,7 @@ def _unsaved(state: RunState, spec: StepSpec, error: Exception) -> StepExit:
     is dropped: it was not stored)."""
     if spec.key in state.steps:
         state.forget(spec.key)
+    tracing.checkpoint(state, "failed")
     state.emit("persist_error", spec.key, error, step_name=spec.label)
     return state.end(Err(PersistenceFailed(state.options.workflow_id, "save", error)))
 
@@ -481,11 +490,13 @@ def _saved(state: RunState, spec: StepSpec, text: str, seq: int, saved: object) 
     """After a save under the lease: the newest text written is kept (a lost reply is
     resolved against it); False, the lease changed hands, ends the run."""
     if saved is False:  # this owner may write no more
+        tracing.checkpoint(state, "lease_lost")
         if spec.key in state.steps:
             state.forget(spec.key)
         assert state.lease is not None
         state.lease.lost = True
         raise state.end(Err(LeaseExpired(state.options.workflow_id)))
+    tracing.checkpoint(state, "saved")
     if seq > state.saved_seq:
         state.saved_text, state.saved_seq = text, seq
 
@@ -494,6 +505,7 @@ def _timed_out(state: RunState, spec: StepSpec, limit: Timeout, attempt: int) ->
     """An attempt ran past ``limit``: the ``step_timeout`` event, and the failure value."""
     name = spec.label
     state.emit("step_timeout", spec.key, step_name=name, attempt=attempt, timeout=limit.limit)
+    tracing.timed_out(state, spec.key, attempt, limit.limit)
     if limit.on_timeout == "option":
         return None
     if callable(limit.on_timeout):
@@ -542,6 +554,7 @@ def _retrying(
         logs.retrying(
             state.options.workflow_id, spec.key, attempt + 1, retry.attempts, delay, failure
         )
+        tracing.retrying(state, spec.key, attempt + 1, delay, failure)
         state.emit(
             "step_retry",
             spec.key,

@@ -15,6 +15,7 @@ from typing import Any
 
 WAITS = "sqlalchemyAwaitly"
 REGISTERED = "workflow"  # a registered run's type, version and input (``registry.py``)
+TRACEPARENT = "traceparent"  # the span of the run that wrote the row (``tracing.py``)
 
 
 def waits_of(metadata: Mapping[str, Any], stored: Set[str]) -> dict[str, dict[str, int]]:
