@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from conftest import AWAITLY_FIXTURES
+from fake_clock import FakeClock
 from sqlalchemy import create_engine, inspect, text
 
 from sqlalchemy_awaitly import SQLAlchemyKeyValueStore, durable
@@ -103,14 +104,17 @@ def test_demo_fails_when_a_checkpointed_step_ran_again(url: str) -> None:
 
 
 def failed_run(url: str, workflow_id: str) -> None:
+    """A run that fails at its second step; by its clock the first took 12 ms, the
+    second 1.5 s."""
     store = SQLAlchemyKeyValueStore(url)
+    clock = FakeClock()
     try:
 
         def checkout(step: Any, deps: Any) -> Any:
-            step(lambda: {"id": "123"}, key="fetch-user")
-            step(lambda: Err("OUT_OF_STOCK"), key="create-order")
+            step(lambda: clock.sleep(0.012) or {"id": "123"}, key="fetch-user")
+            step(lambda: clock.sleep(1.5) or Err("OUT_OF_STOCK"), key="create-order")
 
-        durable.run(None, checkout, id=workflow_id, store=store)
+        durable.run(None, checkout, id=workflow_id, store=store, clock=clock)
     finally:
         store.close()
 
@@ -429,8 +433,8 @@ def test_show_is_a_timeline_of_rows_either_runtime_wrote(url: str) -> None:
     lines = shown.stdout.splitlines()
     assert lines[0] == "order-1  running" and "  held by      web-1 pid 42" in lines
     assert lines[-2:] == [
-        "    1  fetch-user    ok",
-        "    2  create-order  failed  OUT_OF_STOCK",
+        "    1  fetch-user    ok      12 ms",
+        "    2  create-order  failed  1.5 s  OUT_OF_STOCK",
     ]
     thrown = cli("show", "wf-thrown", "--url", url).stdout.splitlines()
     assert thrown[0] == "wf-thrown  failed" and thrown[-1].startswith(

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from durable_harness import Env
+from fake_clock import FakeClock
 
 from sqlalchemy_awaitly import durable
 from sqlalchemy_awaitly.durable import (
@@ -612,6 +613,32 @@ def test_events_tell_the_story(durable_env: Env) -> None:
     assert events == [("step_skipped", "a"), ("step_skipped", "b")]
 
 
+def test_each_step_records_how_long_it_took_kept_on_resume(durable_env: Env) -> None:
+    """Milliseconds by the run's clock, in step order, for ``show``; a resumed run keeps
+    those of the steps it replays."""
+    clock = FakeClock()
+    failing = {"b": True}
+
+    def b() -> Any:
+        clock.sleep(0.5)
+        return Err("NOT_YET") if failing["b"] else "b"
+
+    def body(deps: Any) -> Any:
+        yield "a", lambda: clock.sleep(2)
+        yield "b", b
+        yield "c", lambda: Err("STOP")
+
+    durable_env.run(body, id="timed", clock=clock)
+    stored = snapshot(durable_env, "timed")
+    assert stored is not None and stored["metadata"]["sqlalchemyAwaitlyStepMs"] == [2000, 500]
+    durable_env.helper("retry_step", "timed")
+    failing["b"] = False
+    durable_env.run(body, id="timed", clock=clock)
+    stored = snapshot(durable_env, "timed")
+    assert stored is not None and list(stored["steps"]) == ["a", "b", "c"]
+    assert stored["metadata"]["sqlalchemyAwaitlyStepMs"] == [2000, 500, 0]
+
+
 def test_metadata_is_merged_and_unknown_keys_kept(durable_env: Env) -> None:
     durable_env.kv.set(
         "workflow:state:meta",
@@ -632,6 +659,9 @@ def test_metadata_is_merged_and_unknown_keys_kept(durable_env: Env) -> None:
     durable_env.run(body, id="meta", version=7, metadata={"tenant": "acme"})
     stored = snapshot(durable_env, "meta")
     assert stored is not None
+    # How long each step took: unknown for the one another runtime ran.
+    took = stored["metadata"].pop("sqlalchemyAwaitlyStepMs")
+    assert took[0] is None and isinstance(took[1], int)
     assert stored["metadata"] == {
         "version": 7,
         "customKey": {"x": 1},

@@ -106,6 +106,9 @@ def _normalised(call: dict[str, Any]) -> dict[str, Any]:
         # Python's claim marker alone carries a unique token, so that a claim
         # whose reply was lost can be recognised (awaitly keeps unknown keys).
         snapshot.get("metadata", {}).pop("claimToken", None)
+        # And Python's snapshots say how long each step took (``show`` prints it).
+        took = snapshot.get("metadata", {}).pop("sqlalchemyAwaitlyStepMs", None)
+        assert took is None or all(isinstance(ms, int) for ms in took)
     return call
 
 

@@ -1,8 +1,9 @@
 """``show ID``: a stored run as a step timeline an operator can read.
 
-One line per stored step, in the order they ran: its outcome and, for a
-failure, the error's type and message (never a traceback: ``show --raw``
-prints the stored JSON as it is). Rows awaitly wrote read the same way.
+One line per stored step, in the order they ran: its outcome, how long it took
+(where this runner recorded it), and, for a failure, the error's type and
+message (never a traceback: ``show --raw`` prints the stored JSON as it is).
+Rows awaitly wrote read the same way.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from ..durable import PendingRun
 from ..durable.values import text_of
+from ..wire.documents import STEP_MS
 
 MESSAGE_WIDTH = 120
 
@@ -74,11 +76,36 @@ def timeline(workflow_id: str, snapshot: dict[str, Any], run: PendingRun | None)
         lines.append("  no stored steps")
         return lines
     width = max(len(text_of(key)) for key in steps)
+    took = durations(metadata, len(steps))
     for n, (key, outcome) in enumerate(steps.items(), 1):
         shown = text_of(key).ljust(width)
+        time = took[n - 1]
         if outcome.get("ok"):
-            lines.append(f"  {n:>3}  {shown}  ok")
+            lines.append(f"  {n:>3}  {shown}  ok{'      ' + time if time else ''}")
             continue
         kind, message = error_of(outcome)
-        lines.append(f"  {n:>3}  {shown}  failed  {kind}{': ' + message if message else ''}")
+        lines.append(
+            f"  {n:>3}  {shown}  failed  {time + '  ' if time else ''}"
+            f"{kind}{': ' + message if message else ''}"
+        )
     return lines
+
+
+def durations(metadata: dict[str, Any], count: int) -> list[str]:
+    """How long each of ``count`` stored steps took, as this runner records it (an
+    empty string where it is not known: a step awaitly ran, a row of an older
+    version, or a list out of step with the steps)."""
+    recorded = metadata.get(STEP_MS)
+    if not isinstance(recorded, list) or len(recorded) != count:
+        return [""] * count
+    return [_duration(ms) for ms in recorded]
+
+
+def _duration(ms: object) -> str:
+    if isinstance(ms, bool) or not isinstance(ms, int) or ms < 0:
+        return ""
+    if ms < 1000:
+        return f"{ms} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.1f} s"
+    return f"{ms // 60_000} min {ms % 60_000 // 1000} s"

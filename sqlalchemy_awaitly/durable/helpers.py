@@ -14,6 +14,7 @@ from ..errors import CorruptStateError, InvalidInputError
 from ..validation import check_pattern
 from ..wire.documents import (
     LOCK_PREFIX,
+    STEP_MS,
     decode_state,
     idempotency_key_of,
     lease_holder,
@@ -158,6 +159,11 @@ def _retry_step(prefix: str, workflow_id: str, step_key: str | None) -> Plan[lis
     if not cleared:
         return []
     snapshot["steps"] = {k: o for k, o in steps.items() if k not in cleared}
+    metadata = snapshot.get("metadata")
+    took = metadata.get(STEP_MS) if isinstance(metadata, dict) else None
+    if isinstance(metadata, dict) and isinstance(took, list) and len(took) == len(steps):
+        kept = [ms for k, ms in zip(steps, took, strict=True) if k not in cleared]
+        snapshot["metadata"] = {**metadata, STEP_MS: kept}  # still one per step
     yield Save(key, _rewritten(snapshot))
     return cleared
 

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..wire.documents import (
+    STEP_MS,
     EncodedSteps,
     SnapshotWriter,
     idempotency_key_of,
@@ -245,9 +246,10 @@ class RunState:
     def guard(self) -> tuple[str, str] | None:
         return None if self.lease is None else self.lease.guard
 
-    def record(self, key: str, outcome: dict[str, Any]) -> None:
+    def record(self, key: str, outcome: dict[str, Any], ms: int | None = None) -> None:
+        """Step ``key``'s outcome, and the milliseconds it took (None: not timed)."""
         self.steps[key] = outcome
-        self.encoded.put(key, outcome)
+        self.encoded.put(key, outcome, ms)
 
     def forget(self, key: str) -> None:
         del self.steps[key]
@@ -255,8 +257,12 @@ class RunState:
 
     def resume_from(self, snapshot: dict[str, Any]) -> None:
         self.steps = dict(snapshot["steps"])
-        for key, outcome in self.steps.items():
-            self.encoded.put(key, outcome)
+        metadata = snapshot.get("metadata") or {}
+        durations = metadata.get(STEP_MS)
+        if not isinstance(durations, list) or len(durations) != len(self.steps):
+            durations = []  # not ours, or stale (awaitly ran steps since): not aligned
+        for n, (key, outcome) in enumerate(self.steps.items()):
+            self.encoded.put(key, outcome, durations[n] if n < len(durations) else None)
         self.stored = set(self.steps)
         self.stored_metadata = dict(snapshot.get("metadata") or {})
         self._metadata = None
@@ -285,7 +291,8 @@ class RunState:
             return self._metadata
         o = self.options
         merged = {**self.stored_metadata, **o.metadata, "version": o.version}
-        merged.pop(WAITS, None)
+        for rewritten in (WAITS, STEP_MS, "lastStepKey"):  # the last two by the writer
+            merged.pop(rewritten, None)
         section: dict[str, Any] = {}
         if self.waits:
             section["waits"] = dict(self.waits)

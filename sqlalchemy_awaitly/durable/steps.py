@@ -304,6 +304,7 @@ def _run_and_record(state: RunState, spec: StepSpec) -> Plan[Result[Any, Any]]:
     o = state.options
     key, name = spec.key, spec.label
     state.emit("step_start", key, step_name=name)
+    began = o.clock.time()
     tx = None
     if spec.session is not None:
         try:
@@ -343,7 +344,7 @@ def _run_and_record(state: RunState, spec: StepSpec) -> Plan[Result[Any, Any]]:
         state.groups.pop(key, None)  # and a group's finished members
         if not result.ok and state.compensations and state.compensation is None:
             state.compensation = planned(state.compensations)  # saved with the failure: never lost
-        state.record(key, outcome)
+        state.record(key, outcome, max(0, round((o.clock.time() - began) * 1000)))
         text = state.snapshot_text(key)
         seq = state.next_seq()
         try:

@@ -186,8 +186,14 @@ def encode_snapshot(snapshot: Mapping[str, Any], metadata: Mapping[str, Any] | N
         raise InvalidInputError(f"workflow snapshot is not JSON-serialisable: {e}") from e
 
 
+STEP_MS = "sqlalchemyAwaitlyStepMs"
+"""Metadata key of the milliseconds each stored step took, in step order (null: not
+known, as for a step awaitly ran); written by this runner, read by ``show``."""
+
+
 class EncodedSteps:
-    """The ``steps`` object of a snapshot, each outcome encoded once.
+    """The ``steps`` object of a snapshot, each outcome encoded once, and how long each
+    step took (:data:`STEP_MS`).
 
     Every checkpoint rewrites the whole snapshot (that is the format Node.js
     reads), but the outcomes already recorded need not be serialised again:
@@ -197,12 +203,20 @@ class EncodedSteps:
     def __init__(self) -> None:
         self._parts: dict[str, str] = {}
         self._keys: dict[str, str] = {}
+        self._ms: dict[str, str] = {}
+        self._timed = False
 
-    def put(self, key: str, outcome: Any) -> None:
+    def put(self, key: str, outcome: Any, ms: object = None) -> None:
         self._parts[key] = f"{self.key_json(key)}:{to_json(outcome)}"
+        if isinstance(ms, int) and not isinstance(ms, bool) and ms >= 0:
+            self._ms[key] = str(ms)
+            self._timed = True
+        else:
+            self._ms[key] = "null"
 
     def drop(self, key: str) -> None:
         self._parts.pop(key, None)
+        self._ms.pop(key, None)
 
     def key_json(self, key: str) -> str:
         """``key`` as JSON text (a step key is written twice per checkpoint)."""
@@ -213,6 +227,12 @@ class EncodedSteps:
 
     def json(self) -> str:
         return "{" + ",".join(self._parts.values()) + "}"
+
+    def durations_json(self) -> str | None:
+        """The :data:`STEP_MS` list, or None while no step has a duration."""
+        if not self._timed:
+            return None
+        return "[" + ",".join(self._ms.values()) + "]"
 
 
 _SNAPSHOT_HEAD = '{"formatVersion":1,"workflowName":'
@@ -237,6 +257,20 @@ class SnapshotWriter:
         self._metadata = (metadata, text)
         return text
 
+    def _described(self, metadata: dict[str, Any], key: str | None) -> str:
+        """The metadata with the step durations and ``lastStepKey`` (the key's JSON)
+        spliced in after it, so that the rest is not encoded again."""
+        if STEP_MS in metadata or "lastStepKey" in metadata:
+            metadata = {k: v for k, v in metadata.items() if k not in (STEP_MS, "lastStepKey")}
+        text = self._metadata_json(metadata)
+        durations = self.steps.durations_json()
+        tail = "" if durations is None else f'"{STEP_MS}":{durations}'
+        if key is not None:
+            tail = f'{tail},"lastStepKey":{key}' if tail else f'"lastStepKey":{key}'
+        if not tail:
+            return text
+        return f"{text[:-1]}{',' if text != '{}' else ''}{tail}}}"
+
     def text(self, last_step_key: str | None, metadata: dict[str, Any]) -> str:
         """The whole state after a step: every outcome so far, and the step just recorded
         (None: a run's first write, before any step).
@@ -247,17 +281,13 @@ class SnapshotWriter:
             return (
                 f"{self._head}{self.steps.json()},"
                 f'"execution":{{"status":"running","lastUpdated":"{now_iso()}"}},'
-                f'"metadata":{to_json(metadata)}}}'
+                f'"metadata":{self._described(metadata, None)}}}'
             )
         key = self.steps.key_json(last_step_key)
-        if metadata and "lastStepKey" not in metadata:  # it goes last: spliced, not re-encoded
-            described = f'{self._metadata_json(metadata)[:-1]},"lastStepKey":{key}}}'
-        else:
-            described = to_json({**metadata, "lastStepKey": last_step_key})
         return (
             f"{self._head}{self.steps.json()},"
             f'"execution":{{"status":"running","lastUpdated":"{now_iso()}","currentStepId":{key}}},'
-            f'"metadata":{described}}}'
+            f'"metadata":{self._described(metadata, key)}}}'
         )
 
 
