@@ -172,21 +172,24 @@ def step_plan(state: RunState, spec: StepSpec) -> Plan[Any]:
     if key in state.stored:
         state.emit("step_skipped", key, step_name=name)
         answer = replay(state.steps[key])
-        tracing.replayed(state, key, name, answer if isinstance(answer, Err) else Ok(answer))
+        if state.trace is not None:
+            tracing.replayed(state, key, name, answer if isinstance(answer, Err) else Ok(answer))
         if isinstance(answer, Err):
             state.replayed_failure = True
             raise state.end(answer)
         _register(state, spec, answer)
         state.last_done = key
         return json_text.copy_of(answer)
-    traced = tracing.step_began(state, key, name)
+    traced = None if state.trace is None else tracing.step_began(state, key, name)
     try:
         result = yield from _run_and_record(state, spec)
     except BaseException as e:  # interrupted before its record: the step may be run again
         state.seen.discard(key)
-        tracing.step_ended(state, traced, key, None, e)
+        if traced is not None:
+            tracing.step_ended(state, traced, key, None, e)
         raise
-    tracing.step_ended(state, traced, key, result)
+    if traced is not None:
+        tracing.step_ended(state, traced, key, result)
     state.has_row = True
     state.emit("persist_success", key, step_name=name)
     if isinstance(result, Err):
@@ -215,20 +218,23 @@ def _unrecorded(state: RunState, spec: StepSpec) -> Plan[Any]:
     _check_running(state)
     name = spec.label
     state.emit("step_start", spec.key, step_name=name)
-    traced = tracing.step_began(state, spec.key, name)
+    traced = None if state.trace is None else tracing.step_began(state, spec.key, name)
     try:
         raw = yield from _group(state, spec) if spec.group is not None else _called(spec)
     except DurableUsageError as e:
-        tracing.step_ended(state, traced, spec.key, None, e)
+        if traced is not None:
+            tracing.step_ended(state, traced, spec.key, None, e)
         raise _usage(state, e) from None
     except Exception as e:
         result: Result[Any, Any] = raised_result(e)
     except BaseException as e:
-        tracing.step_ended(state, traced, spec.key, None, e)
+        if traced is not None:
+            tracing.step_ended(state, traced, spec.key, None, e)
         raise
     else:
         result = raw if isinstance(raw, (Ok, Err)) else Ok(raw)
-    tracing.step_ended(state, traced, spec.key, result)
+    if traced is not None:
+        tracing.step_ended(state, traced, spec.key, result)
     if isinstance(result, Err):
         cause = result.cause if isinstance(result.cause, Exception) else None
         state.emit("step_error", spec.key, cause, step_name=name)
@@ -482,7 +488,8 @@ def _unsaved(state: RunState, spec: StepSpec, error: Exception) -> StepExit:
     is dropped: it was not stored)."""
     if spec.key in state.steps:
         state.forget(spec.key)
-    tracing.checkpoint(state, "failed")
+    if state.trace is not None:
+        tracing.checkpoint(state, "failed")
     state.emit("persist_error", spec.key, error, step_name=spec.label)
     return state.end(Err(PersistenceFailed(state.options.workflow_id, "save", error)))
 
@@ -491,13 +498,15 @@ def _saved(state: RunState, spec: StepSpec, text: str, seq: int, saved: object) 
     """After a save under the lease: the newest text written is kept (a lost reply is
     resolved against it); False, the lease changed hands, ends the run."""
     if saved is False:  # this owner may write no more
-        tracing.checkpoint(state, "lease_lost")
+        if state.trace is not None:
+            tracing.checkpoint(state, "lease_lost")
         if spec.key in state.steps:
             state.forget(spec.key)
         assert state.lease is not None
         state.lease.lost = True
         raise state.end(Err(LeaseExpired(state.options.workflow_id)))
-    tracing.checkpoint(state, "saved")
+    if state.trace is not None:
+        tracing.checkpoint(state, "saved")
     if seq > state.saved_seq:
         state.saved_text, state.saved_seq = text, seq
 
