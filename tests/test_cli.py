@@ -452,3 +452,18 @@ def test_show_is_a_timeline_of_rows_either_runtime_wrote(url: str) -> None:
     as_json = {run["id"]: run for run in json.loads(cli("list", "--url", url, "--json").stdout)}
     assert as_json["order-1"]["holder"] == "web-1 pid 42"
     assert as_json["wf-thrown"]["holder"] is None
+
+
+def test_show_prints_what_other_writers_left_as_utf8() -> None:
+    """Lone surrogates (a row another writer left) anywhere ``show`` prints them are
+    escaped, never a UnicodeEncodeError (found by the bad-rows fuzz test)."""
+    from sqlalchemy_awaitly.cli.timeline import timeline
+
+    odd = "x\udcff"
+    snapshot = {
+        "steps": {"a": {"ok": False, "error": {"type": odd}}, "b": {"ok": False, "error": odd}},
+        "execution": {"lastUpdated": odd},
+        "metadata": {"sqlalchemyAwaitly": {"workflow": {"type": odd, "version": odd}}},
+    }
+    for line in timeline(odd, snapshot, None):
+        line.encode("utf-8")

@@ -61,7 +61,8 @@ def timeline(workflow_id: str, snapshot: dict[str, Any], run: PendingRun | None)
     lines = [f"{text_of(workflow_id)}  {state}"]
     workflow = section.get("workflow")
     if isinstance(workflow, dict):
-        lines.append(f"  workflow     {workflow.get('type')} v{workflow.get('version')}")
+        kind, version = workflow.get("type"), workflow.get("version")
+        lines.append(f"  workflow     {text_of(kind)} v{text_of(version)}")
     if run is not None and run.holder is not None:
         lines.append(f"  held by      {text_of(run.holder)}")
     cancelled = section.get("cancelled")
@@ -70,7 +71,8 @@ def timeline(workflow_id: str, snapshot: dict[str, Any], run: PendingRun | None)
         lines.append(
             f"  cancelled    {_line(reason) if isinstance(reason, str) else '(no reason)'}"
         )
-    lines.append(f"  last update  {execution.get('lastUpdated') or '-'}")
+    updated = execution.get("lastUpdated")
+    lines.append(f"  last update  {text_of(updated) if updated else '-'}")
     steps = snapshot.get("steps") or {}
     if not steps:
         lines.append("  no stored steps")
@@ -86,7 +88,7 @@ def timeline(workflow_id: str, snapshot: dict[str, Any], run: PendingRun | None)
         kind, message = error_of(outcome)
         lines.append(
             f"  {n:>3}  {shown}  failed  {time + '  ' if time else ''}"
-            f"{kind}{': ' + message if message else ''}"
+            f"{text_of(kind)}{': ' + message if message else ''}"
         )
     return lines
 
