@@ -467,3 +467,22 @@ def test_show_prints_what_other_writers_left_as_utf8() -> None:
     }
     for line in timeline(odd, snapshot, None):
         line.encode("utf-8")
+
+
+def test_show_prints_fields_other_writers_nested_by_their_kind() -> None:
+    """A field that should be text but holds JSON nested deeper than ``str`` can
+    recurse (rows read up to 20,000 levels) prints as its kind, never a
+    RecursionError (found by the bad-rows fuzz test)."""
+    from sqlalchemy_awaitly.cli.timeline import timeline
+
+    deep: list[object] = ["x"]
+    for _ in range(5000):
+        deep = [deep]
+    snapshot = {
+        "steps": {},
+        "execution": {"lastUpdated": deep},
+        "metadata": {"sqlalchemyAwaitly": {"workflow": {"type": {"a": deep}, "version": 10**40}}},
+    }
+    lines = timeline("w", snapshot, None)
+    assert "  workflow     (object) v(number)" in lines
+    assert "  last update  (list)" in lines

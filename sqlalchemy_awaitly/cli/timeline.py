@@ -62,7 +62,7 @@ def timeline(workflow_id: str, snapshot: dict[str, Any], run: PendingRun | None)
     workflow = section.get("workflow")
     if isinstance(workflow, dict):
         kind, version = workflow.get("type"), workflow.get("version")
-        lines.append(f"  workflow     {text_of(kind)} v{text_of(version)}")
+        lines.append(f"  workflow     {_scalar(kind)} v{_scalar(version)}")
     if run is not None and run.holder is not None:
         lines.append(f"  held by      {text_of(run.holder)}")
     cancelled = section.get("cancelled")
@@ -72,7 +72,7 @@ def timeline(workflow_id: str, snapshot: dict[str, Any], run: PendingRun | None)
             f"  cancelled    {_line(reason) if isinstance(reason, str) else '(no reason)'}"
         )
     updated = execution.get("lastUpdated")
-    lines.append(f"  last update  {text_of(updated) if updated else '-'}")
+    lines.append(f"  last update  {_scalar(updated) if updated else '-'}")
     steps = snapshot.get("steps") or {}
     if not steps:
         lines.append("  no stored steps")
@@ -91,6 +91,21 @@ def timeline(workflow_id: str, snapshot: dict[str, Any], run: PendingRun | None)
             f"{text_of(kind)}{': ' + message if message else ''}"
         )
     return lines
+
+
+def _scalar(value: object) -> str:
+    """A stored field that should be a string or a number, as text; anything else
+    another writer left (a list, an object: possibly nested past what ``str``
+    can recurse into) by its JSON kind."""
+    if isinstance(value, str):
+        return text_of(value)
+    if isinstance(value, bool) or value is None:
+        return "true" if value is True else "false" if value is False else "null"
+    if isinstance(value, float) or (isinstance(value, int) and abs(value) < 10**18):
+        return str(value)
+    if isinstance(value, int):
+        return "(number)"
+    return "(list)" if isinstance(value, list) else "(object)"
 
 
 def durations(metadata: dict[str, Any], count: int) -> list[str]:
