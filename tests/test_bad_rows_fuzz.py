@@ -67,10 +67,29 @@ JSON = st.recursive(
 )
 
 
+class Made(list[Any]):
+    """A deep value that Hypothesis prints as the call that made it: its printer
+    recurses once per level, and a RecursionError there would hide the failure."""
+
+    call = ""
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(self.call)
+
+
+class MadeDict(dict[str, Any]):
+    __doc__ = Made.__doc__
+    call = ""
+    _repr_pretty_ = Made._repr_pretty_
+
+
 def nested(depth: int, leaf: Any = 0) -> Any:
-    for _ in range(depth):
-        leaf = [leaf]
-    return leaf
+    value = leaf
+    for _ in range(depth - 1):
+        value = [value]
+    made = Made([value])
+    made.call = f"nested({depth}, {leaf!r})"
+    return made
 
 
 DEEP = st.builds(
@@ -122,7 +141,9 @@ def nested_cause(depth: int) -> Any:
     cause: Any = {"type": "error", "name": "Error", "message": "bottom"}
     for i in range(depth):
         cause = {"type": "error", "name": "Error", "message": str(i), "cause": cause}
-    return cause
+    made = MadeDict(cause)
+    made.call = f"nested_cause({depth})"
+    return made
 
 
 SNAPSHOT = st.fixed_dictionaries(
