@@ -31,6 +31,9 @@ BAD_ROWS = {
     + "]" * 100_000
     + "}}",
     "version-text": json.dumps({**GOOD, "formatVersion": "1"}),
+    # Named in the error: a value nested past the recursion limit has no repr.
+    "version-deep": '{"formatVersion":' + "[" * 5_000 + "]" * 5_000 + ',"steps":{},"execution":{}}',
+    "version-long": json.dumps({**GOOD, "formatVersion": "x" * 100_000}),
     "steps-list": json.dumps({**GOOD, "steps": []}),
     "step-without-ok": json.dumps({**GOOD, "steps": {"a": {"value": 1}}}),
     "execution-text": json.dumps({**GOOD, "execution": "running"}),
@@ -54,6 +57,7 @@ def test_load_run_and_retry_report_the_one_row(state: StatePersistence) -> None:
         with pytest.raises(CorruptStateError) as caught:
             state.load(name)
         assert caught.value.key == state.key(name)
+        assert len(caught.value.reason) < 200, name
         ran: list[str] = []
         result = durable.run(
             None, lambda step, deps, ran=ran: ran.append("body"), id=name, store=state

@@ -94,15 +94,27 @@ def version_of(snapshot: Snapshot) -> int | float:
     return 1
 
 
+def _brief(value: object) -> str:
+    """A stored value named in an error: a scalar's repr, cut short; a list or an
+    object by its kind (one nested past the recursion limit has no repr)."""
+    if isinstance(value, (list, dict)):
+        return "a list" if isinstance(value, list) else "an object"
+    try:
+        shown = repr(value)
+    except ValueError:  # an int past sys.get_int_max_str_digits()
+        return "a number"
+    return shown if len(shown) <= 40 else shown[:37] + "..."
+
+
 def _snapshot_problem(document: Mapping[str, Any]) -> str | None:
     version = document.get("formatVersion")
     if version != SNAPSHOT_FORMAT_VERSION or isinstance(version, bool):
-        return f"formatVersion {version!r} is not one this version reads (1)"
+        return f"formatVersion {_brief(version)} is not one this version reads (1)"
     if not isinstance(document.get("steps"), dict):
         return "'steps' is not an object"
     for step_key, outcome in document["steps"].items():
         if not isinstance(outcome, dict) or not isinstance(outcome.get("ok"), bool):
-            return f"step {step_key!r} has no boolean 'ok'"
+            return f"step {_brief(step_key)} has no boolean 'ok'"
     if not isinstance(document.get("execution"), dict):
         return "'execution' is not an object"
     if not isinstance(document.get("metadata", {}), dict):
@@ -116,7 +128,9 @@ def _from_serialized_state(key: str, document: Mapping[str, Any]) -> Snapshot:
     for step_key, entry in document["entries"].items():
         result = entry.get("result") if isinstance(entry, dict) else None
         if not isinstance(result, dict) or not isinstance(result.get("ok"), bool):
-            raise CorruptStateError(key, f"entry {step_key!r} has no result with a boolean 'ok'")
+            raise CorruptStateError(
+                key, f"entry {_brief(step_key)} has no result with a boolean 'ok'"
+            )
         if result["ok"]:
             steps[step_key] = {"ok": True, "value": result.get("value")}
             continue
