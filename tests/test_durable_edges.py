@@ -326,3 +326,26 @@ def test_an_idempotent_run_holds_its_lease_until_its_result_is_recorded() -> Non
     assert result == Ok(1)
     assert store.calls == [("delete_guarded", True), ("set", True), ("delete", True)]
     assert store.get("workflow:lock:idem-run") is None
+
+
+class _Awaitable:
+    """Awaitable without being a coroutine (a Future-like object)."""
+
+    def __await__(self) -> Any:
+        yield None
+
+
+class _AwaitableDict(dict[str, int]):
+    """A dict subclass that is awaitable: the shortcut for plain dicts must not pass it."""
+
+    def __await__(self) -> Any:
+        yield None
+
+
+@pytest.mark.parametrize("make", [lambda: asyncio.sleep(0), _Awaitable, _AwaitableDict])
+def test_a_sync_step_that_returns_an_awaitable_is_a_usage_error(make: Any) -> None:
+    def body(step: Any, deps: Any) -> Any:
+        return step(make, key="a")
+
+    with pytest.raises(DurableUsageError, match="returned an awaitable"):
+        durable.run(None, body, id="awaitable", store=MemoryStore())

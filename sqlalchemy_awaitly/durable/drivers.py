@@ -58,6 +58,7 @@ from .requests import (
     StopHeartbeat,
     Touch,
 )
+from .results import Err, Ok
 from .state import BodyOutcome, Lease, RunState, StepExit
 from .steps import StepSpec, step_plan
 from .storage import AsyncKeyValue, AsyncMemory, AsyncTransactional, KeyValue, Transactional
@@ -227,6 +228,11 @@ def _in_context(context: contextvars.Context, renew: Callable[[Renew], object], 
     return context.run(renew, r)
 
 
+# What a step function usually returns: never awaitable, and ``inspect.isawaitable``
+# (an ABC check for anything else) costs a plain step more than its own call.
+_PLAIN = frozenset({str, int, float, bool, type(None), dict, list, tuple, Ok, Err})
+
+
 def drive(plan: Plan[T], io: SyncIO) -> T:
     reply: Any = None
     error: BaseException | None = None
@@ -267,7 +273,7 @@ class SyncIO:
                 result = request.fn(*request.args)
             else:
                 result = call_with_limit(request.fn, request.args, request.limit)
-            if inspect.isawaitable(result):
+            if type(result) not in _PLAIN and inspect.isawaitable(result):
                 if inspect.iscoroutine(result):
                     result.close()
                 raise DurableUsageError(

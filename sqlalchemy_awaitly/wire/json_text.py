@@ -107,8 +107,13 @@ def pretty(value: Any) -> str:
     return text if text.isascii() else _SURROGATE.sub(_escaped, text)
 
 
+_IMMUTABLE = frozenset({str, int, float, bool, type(None)})
+
+
 def copy_of(value: T) -> T:
     """A deep copy of a JSON value, however deep it nests (``copy.deepcopy`` recurses)."""
+    if type(value) in _IMMUTABLE:  # most step values: nothing to copy, no deepcopy call
+        return value
     try:
         return copy.deepcopy(value)
     except RecursionError:
