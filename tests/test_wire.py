@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sqlalchemy_awaitly.wire import json_text
-from sqlalchemy_awaitly.wire.documents import same_input
+from sqlalchemy_awaitly.wire.documents import EncodedSteps, same_input, to_json
 
 
 def nested(depth: int) -> list[object]:
@@ -36,3 +36,17 @@ def test_inputs_compare_as_javascript_sees_them() -> None:
     assert not same_input({"a": 1}, {"b": 1})
     assert same_input(nested(15_000), json_text.loads(json_text.dumps(nested(15_000))))
     assert not same_input(nested(15_000), nested(14_999))
+
+
+@pytest.mark.parametrize(
+    "key", ["s0", "a b", "é", "x\x7f", 'q"', "b\\s", "\x01", "\ud800x", "", "🙂", "x\u2028y"]
+)
+@pytest.mark.parametrize("value", [0, -5, 10**30, True, 1.5, "x", None, [1], {"a": 1}])
+def test_encoded_steps_write_what_the_encoder_writes(key: str, value: object) -> None:
+    """The shortcuts for plain keys and integer values give ``to_json``'s very text,
+    in either key order of an outcome."""
+    for outcome in ({"ok": True, "value": value}, {"value": value, "ok": True}):
+        steps = EncodedSteps()
+        steps.put(key, outcome)
+        assert steps.key_json(key) == to_json(key)
+        assert steps.json() == to_json({key: outcome})

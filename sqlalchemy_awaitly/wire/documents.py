@@ -205,6 +205,9 @@ STEP_MS = "sqlalchemyAwaitlyStepMs"
 known, as for a step awaitly ran); written by this runner, read by ``show``."""
 
 
+_OK_VALUE = ("ok", "value")  # a step's outcome that returned a value, as runners build it
+
+
 class EncodedSteps:
     """The ``steps`` object of a snapshot, each outcome encoded once, and how long each
     step took (:data:`STEP_MS`).
@@ -225,7 +228,11 @@ class EncodedSteps:
         self._ms_text: str | None = ""
 
     def put(self, key: str, outcome: Any, ms: object = None) -> None:
-        self._parts[key] = f"{self.key_json(key)}:{to_json(outcome)}"
+        value = outcome.get("value") if outcome.get("ok") is True else None
+        if type(value) is int and tuple(outcome) == _OK_VALUE:  # the commonest, as encoded
+            self._parts[key] = f'{self.key_json(key)}:{{"ok":true,"value":{value}}}'
+        else:
+            self._parts[key] = f"{self.key_json(key)}:{to_json(outcome)}"
         if type(ms) is int and ms >= 0:
             shown = str(ms)
             self._timed = True
@@ -246,7 +253,8 @@ class EncodedSteps:
         """``key`` as JSON text (a step key is written twice per checkpoint)."""
         text = self._keys.get(key)
         if text is None:
-            text = self._keys[key] = to_json(key)
+            plain = key.isascii() and key.isprintable() and '"' not in key and "\\" not in key
+            text = self._keys[key] = f'"{key}"' if plain else to_json(key)
         return text
 
     def json(self) -> str:
