@@ -26,6 +26,7 @@ from ..aio import AsyncSQLAlchemyKeyValueStore
 from ..errors import ConfigurationError
 from ..persistence import DEFAULT_PREFIX, AsyncStatePersistence, StatePersistence
 from ..store import SQLAlchemyKeyValueStore
+from ..wire import json_text
 from .cancel import renewed
 from .children import Child, run_child, run_child_async
 from .errors import DurableUsageError
@@ -230,7 +231,7 @@ def _in_context(context: contextvars.Context, renew: Callable[[Renew], object], 
 
 # What a step function usually returns: never awaitable, and ``inspect.isawaitable``
 # (an ABC check for anything else) costs a plain step more than its own call.
-_PLAIN = frozenset({str, int, float, bool, type(None), dict, list, tuple, Ok, Err})
+_PLAIN = json_text.SCALARS | {dict, list, tuple, Ok, Err}
 
 
 def drive(plan: Plan[T], io: SyncIO) -> T:

@@ -107,12 +107,13 @@ def pretty(value: Any) -> str:
     return text if text.isascii() else _SURROGATE.sub(_escaped, text)
 
 
-_IMMUTABLE = frozenset({str, int, float, bool, type(None)})
+SCALARS = frozenset({str, int, float, bool, type(None)})
+"""The types of JSON's scalars: immutable, never awaitable, nothing inside to copy."""
 
 
 def copy_of(value: T) -> T:
     """A deep copy of a JSON value, however deep it nests (``copy.deepcopy`` recurses)."""
-    if type(value) in _IMMUTABLE:  # most step values: nothing to copy, no deepcopy call
+    if type(value) in SCALARS:  # most step values: nothing to copy, no deepcopy call
         return value
     try:
         return copy.deepcopy(value)
