@@ -12,6 +12,7 @@ from typing import Any
 
 from ..durable import PendingRun
 from ..durable.values import text_of
+from ..wire import json_text
 from ..wire.documents import STEP_MS
 
 MESSAGE_WIDTH = 120
@@ -99,13 +100,11 @@ def _scalar(value: object) -> str:
     can recurse into) by its JSON kind."""
     if isinstance(value, str):
         return text_of(value)
-    if isinstance(value, bool) or value is None:
-        return "true" if value is True else "false" if value is False else "null"
-    if isinstance(value, float) or (isinstance(value, int) and abs(value) < 10**18):
-        return str(value)
-    if isinstance(value, int):
+    if isinstance(value, (list, dict)):
+        return "(list)" if isinstance(value, list) else "(object)"
+    if type(value) is int and abs(value) >= 10**18:
         return "(number)"
-    return "(list)" if isinstance(value, list) else "(object)"
+    return json_text.dumps(value)  # a number, true, false or null, as JSON writes it
 
 
 def durations(metadata: dict[str, Any], count: int) -> list[str]:
