@@ -1159,22 +1159,16 @@ def checkpoint_row(store: SQLAlchemyKeyValueStore, s: Settings, label: str) -> R
     store.set(lease_key, lease_value)
     fenced, plain = "bench:checkpoint:fenced", "bench:checkpoint:plain"
 
-    def side(write: Callable[[], object]) -> Callable[[int], Timed]:
-        def work(count: int) -> Timed:
-            def run() -> None:
-                for _ in range(count):
-                    write()
-
-            return run
-
-        return work
-
-    def guarded() -> object:
+    def guarded(_: int) -> object:
         return store.set_guarded(fenced, text, guard_key=lease_key, guard_value=lease_value)
 
-    guarded_side, plain_side = side(guarded), side(lambda: store.set(plain, text))
-    count = max(1, round(s.chunk / max(seconds(guarded_side(50)) / 50, 1e-6)))
-    pairs = paired(s.durable_pairs, lambda: (timed(guarded_side(count)), timed(plain_side(count))))
+    def unguarded(_: int) -> object:
+        return store.set(plain, text)
+
+    count = max(1, round(s.chunk / max(seconds(loop(guarded, range(50))) / 50, 1e-6)))
+    calls = range(count)
+    sides = (timed(loop(guarded, calls)), timed(loop(unguarded, calls)))
+    pairs = paired(s.durable_pairs, lambda: sides)
     store.delete_many([lease_key, fenced, plain])
     q1, ratio, q3 = quartiles([1 / r for r in pairs.ratios()])  # fenced time / plain time
     fenced_s, plain_s = pairs.wall()
