@@ -45,8 +45,10 @@ class StoreOptions:
     # With create_table=False: check the table against the model on first use.
     verify_schema: bool
     # ``prepare=`` for each statement on a psycopg connection: None follows the
-    # connection's prepare_threshold; False never prepares (PgBouncer-safe on
-    # a caller's engine without touching its settings).
+    # connection's prepare_threshold, and runs the store's statements by name
+    # where that is None (``named_statements``: PgBouncer-safe); False never
+    # prepares anything (PgBouncer-safe on a caller's engine without touching
+    # its settings, and for poolers that pin a session that prepares).
     prepare: bool | None = None
     # Seconds a statement of the store's own may run (waiting for locks
     # included) before the server cancels it; None: no bound.
@@ -116,11 +118,12 @@ def store_options(
         asyncio=asyncio,
     )
     check_backend(url.get_backend_name())
-    url, threshold = take_prepare_threshold(url, prepare_threshold)
+    url, threshold, given = take_prepare_threshold(url, prepare_threshold)
     if threshold is not None and url.get_driver_name() not in PSYCOPG_DRIVERS:
         raise ConfigurationError("prepare_threshold applies to psycopg 3 (postgresql+psycopg) only")
     arguments = engine_arguments(url, pool, threshold, timeout)
-    return StoreOptions(url, arguments, table, create_table, verify_schema, None, timeout)
+    prepare = False if given and threshold is None else None  # None given: never prepare
+    return StoreOptions(url, arguments, table, create_table, verify_schema, prepare, timeout)
 
 
 def check_backend(name: str) -> str:

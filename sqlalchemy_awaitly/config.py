@@ -51,7 +51,7 @@ UNSET = Unset()
 
 def prepare_threshold_of(value: object, source: str) -> int | None:
     """psycopg's ``prepare_threshold``: after how many runs a statement is prepared on the
-    server; None never prepares (required behind PgBouncer before 1.21, see docs/pgbouncer.md).
+    server (unsafe behind PgBouncer before 1.21, see docs/pgbouncer.md); None never prepares.
 
     From a URL it arrives as text: a whole number, or ``none`` / ``off`` / ``never``.
     """
@@ -68,9 +68,12 @@ def prepare_threshold_of(value: object, source: str) -> int | None:
     )
 
 
-def take_prepare_threshold(url: URL, option: int | Unset | None) -> tuple[URL, int | None]:
+def take_prepare_threshold(
+    url: URL, option: int | Unset | None
+) -> tuple[URL, int | None, bool]:
     """The threshold for an engine the store builds (the option, else the URL's, else None),
-    and the URL without it: SQLAlchemy would hand psycopg the text as it stands."""
+    whether one was given, and the URL without it: SQLAlchemy would hand psycopg the text
+    as it stands."""
     in_url = url.query.get(PREPARE_THRESHOLD)
     if in_url is not None:
         url = url.difference_update_query([PREPARE_THRESHOLD])
@@ -78,10 +81,10 @@ def take_prepare_threshold(url: URL, option: int | Unset | None) -> tuple[URL, i
             raise ConfigurationError(
                 "prepare_threshold is given both as an option and in the URL: give one"
             )
-        return url, prepare_threshold_of(in_url, "the URL's prepare_threshold")
+        return url, prepare_threshold_of(in_url, "the URL's prepare_threshold"), True
     if isinstance(option, Unset):
-        return url, None
-    return url, prepare_threshold_of(option, "prepare_threshold")
+        return url, None, False
+    return url, prepare_threshold_of(option, "prepare_threshold"), True
 
 
 def resolve_url(

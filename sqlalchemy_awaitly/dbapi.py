@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy.engine import Dialect
 
+from .named_statements import NOT_PREPARED, Named, names_in
 from .pool_checkout import Held
 
 Params = Mapping[str, Any] | Sequence[Any]
@@ -40,14 +41,17 @@ SET_TIMEOUT = "SELECT set_config('statement_timeout', %s, true)"
 # of its ``info``: a new one per call costs about 10 us.
 CURSOR = "sqlalchemy_awaitly.cursor"
 TIMER = "sqlalchemy_awaitly.timer"  # the statement timeout's, in the same pipeline
+CLIENT = "sqlalchemy_awaitly.client_cursor"  # psycopg's, binding values client-side
 
 
-def kept_cursor(held: Held, slot: str = CURSOR) -> Any:
-    """The cursor kept with ``held``'s pooled connection (a new one if it has none)."""
+def kept_cursor(held: Held, slot: str = CURSOR, factory: Any = None) -> Any:
+    """The cursor kept with ``held``'s pooled connection (a new one if it has none);
+    ``factory``: a cursor class to make it with, else the connection's own."""
     conn = held.connection
     cur = held.info.get(slot)
     if cur is None or cur.connection is not conn or getattr(cur, "closed", False):
-        cur = held.info[slot] = conn.cursor()  # AsyncConnection.cursor() is sync too
+        # AsyncConnection.cursor() is sync too.
+        cur = held.info[slot] = conn.cursor() if factory is None else factory(conn)
     return cur
 
 
@@ -69,7 +73,15 @@ class SyncDriver(Protocol):
 
     def broken(self, conn: Any) -> bool: ...
 
-    def execute(self, cur: Any, sql: str, args: Params) -> None: ...
+    def send(
+        self, held: Held, sql: str, args: Params, timeout: str | None, named: Named | None
+    ) -> Any:
+        """Run one statement on ``held``; return the cursor holding its result.
+
+        ``timeout``: a ``statement_timeout`` for it alone (psycopg only: the store
+        picks another runner otherwise); ``named``: the statement by name, for a
+        driver that can run it so (:mod:`named_statements`)."""
+        ...
 
 
 UNCHANGED = object()  # the connection was in autocommit already: nothing to restore
@@ -103,7 +115,10 @@ def isolation_back(conn: Any, before: object) -> None:
 
 
 class Psycopg:
-    """psycopg 3: ``prepare`` is the store's prepare setting (None: never, for PgBouncer)."""
+    """psycopg 3. ``prepare`` is the store's setting: False never prepares; None
+    lets a connection with a ``prepare_threshold`` prepare as psycopg does, and runs
+    statements by name (:mod:`named_statements`) on one without (safe behind PgBouncer).
+    """
 
     def __init__(self, prepare: bool | None) -> None:
         # Imported here: an app on psycopg2, asyncpg or SQLite never loads psycopg
@@ -112,7 +127,45 @@ class Psycopg:
 
         self.prepare = prepare
         self.error: type[Exception] = psycopg.Error
+        self.client_cursor: Any = psycopg.ClientCursor
         self._idle = psycopg.pq.TransactionStatus.IDLE
+
+    def by_name(self, conn: Any, named: Named | None) -> bool:
+        """Whether to run the statement by name on ``conn`` (sync or asyncio)."""
+        return named is not None and self.prepare is None and conn.prepare_threshold is None
+
+    def send(
+        self, held: Held, sql: str, args: Params, timeout: str | None, named: Named | None
+    ) -> Any:
+        conn = held.connection
+        if named is not None and self.by_name(conn, named):
+            return self._send_named(held, named, args, timeout)
+        cur = kept_cursor(held)
+        if timeout is None:
+            cur.execute(sql, args, prepare=self.prepare)
+        else:
+            with conn.pipeline():
+                timer = kept_cursor(held, TIMER)
+                timer.execute(SET_TIMEOUT, (timeout,), prepare=self.prepare)
+                cur.execute(sql, args, prepare=self.prepare)
+        return cur
+
+    def _send_named(self, held: Held, named: Named, args: Params, timeout: str | None) -> Any:
+        cur = kept_cursor(held, CLIENT, self.client_cursor)
+        have = names_in(held.info, held.connection)
+        if named.name in have:
+            text, before = named.message(timeout, prepare=False)
+            try:
+                cur.execute(text, args, prepare=False)
+                return at_result(cur, before)
+            except self.error as e:
+                if sqlstate(e) != NOT_PREPARED:
+                    raise
+                have.discard(named.name)  # another server session, or DISCARD ALL
+        text, before = named.message(timeout, prepare=True)
+        cur.execute(text, args, prepare=False)
+        have.add(named.name)
+        return at_result(cur, before)
 
     def enter_autocommit(self, conn: Any) -> object:
         return autocommit_on(conn)
@@ -126,8 +179,24 @@ class Psycopg:
     def broken(self, conn: Any) -> bool:
         return bool(conn.broken or conn.closed)
 
-    def execute(self, cur: Any, sql: str, args: Params) -> None:
-        cur.execute(sql, args, prepare=self.prepare)
+
+def sqlstate(error: Exception) -> str | None:
+    return getattr(error, "sqlstate", None)
+
+
+def send_plain(held: Held, sql: str, args: Params, timeout: str | None) -> Any:
+    """For drivers with no statement timeout of their own nor names (psycopg2, sqlite3)."""
+    assert timeout is None  # the store picks the direct runner for them only without one
+    cur = kept_cursor(held)
+    cur.execute(sql, args)
+    return cur
+
+
+def at_result(cur: Any, before: int) -> Any:
+    """``cur`` moved past the ``before`` results ahead of its statement's."""
+    for _ in range(before):
+        cur.nextset()
+    return cur
 
 
 class Psycopg2:
@@ -149,8 +218,10 @@ class Psycopg2:
     def broken(self, conn: Any) -> bool:
         return bool(conn.closed)
 
-    def execute(self, cur: Any, sql: str, args: Params) -> None:
-        cur.execute(sql, args)
+    def send(
+        self, held: Held, sql: str, args: Params, timeout: str | None, named: Named | None
+    ) -> Any:
+        return send_plain(held, sql, args, timeout)
 
 
 class Sqlite3:
@@ -171,8 +242,10 @@ class Sqlite3:
     def broken(self, conn: Any) -> bool:
         return False
 
-    def execute(self, cur: Any, sql: str, args: Params) -> None:
-        cur.execute(sql, args)
+    def send(
+        self, held: Held, sql: str, args: Params, timeout: str | None, named: Named | None
+    ) -> Any:
+        return send_plain(held, sql, args, timeout)
 
 
 def sync_driver(dialect: Dialect, prepare: bool | None) -> SyncDriver | None:

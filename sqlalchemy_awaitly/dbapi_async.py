@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from sqlalchemy.engine import Dialect
 
 from .dbapi import (
+    CLIENT,
     CURSOR,
     SET_TIMEOUT,
     TIMER,
@@ -23,10 +24,13 @@ from .dbapi import (
     Outcome,
     Params,
     Psycopg,
+    at_result,
     isolation_back,
     isolation_none,
     kept_cursor,
+    sqlstate,
 )
+from .named_statements import NOT_PREPARED, Named, names_in
 from .pool_checkout import Held
 
 
@@ -47,9 +51,16 @@ class AsyncDriver(Protocol):
     def broken(self, conn: Any) -> bool: ...
 
     async def send(
-        self, held: Held, sql: str, args: Params, returns_rows: bool, timeout: str | None
+        self,
+        held: Held,
+        sql: str,
+        args: Params,
+        returns_rows: bool,
+        timeout: str | None,
+        named: Named | None,
     ) -> Outcome:
-        """Run one statement (after ``set_config`` of ``timeout``, if given, where supported)."""
+        """Run one statement (after ``set_config`` of ``timeout``, if given, where supported;
+        by name where ``named`` is given and the driver can, see :mod:`named_statements`)."""
         ...
 
     def translated(self, adapted: Any, error: Exception) -> Exception:
@@ -74,6 +85,7 @@ class AsyncPsycopg:
 
         self.error: type[Exception] = psycopg.Error
         self._sync = Psycopg(prepare)
+        self._client_cursor: Any = psycopg.AsyncClientCursor
 
     async def enter_autocommit(self, conn: Any) -> object:
         if conn.autocommit:
@@ -92,8 +104,17 @@ class AsyncPsycopg:
         return self._sync.broken(conn)
 
     async def send(
-        self, held: Held, sql: str, args: Params, returns_rows: bool, timeout: str | None
+        self,
+        held: Held,
+        sql: str,
+        args: Params,
+        returns_rows: bool,
+        timeout: str | None,
+        named: Named | None,
     ) -> Outcome:
+        if named is not None and self._sync.by_name(held.connection, named):
+            cur = await self._send_named(held, named, args, timeout)
+            return Outcome(await cur.fetchall() if returns_rows else [], cur.rowcount)
         cur = kept_cursor(held, CURSOR)
         prepare = self.prepare
         if timeout is None:
@@ -104,6 +125,24 @@ class AsyncPsycopg:
                 await timer.execute(SET_TIMEOUT, (timeout,), prepare=prepare)
                 await cur.execute(sql, args, prepare=prepare)
         return Outcome(await cur.fetchall() if returns_rows else [], cur.rowcount)
+
+    async def _send_named(self, held: Held, named: Named, args: Params, timeout: str | None) -> Any:
+        """As ``Psycopg._send_named``, awaited."""
+        cur = kept_cursor(held, CLIENT, self._client_cursor)
+        have = names_in(held.info, held.connection)
+        if named.name in have:
+            text, before = named.message(timeout, prepare=False)
+            try:
+                await cur.execute(text, args, prepare=False)
+                return at_result(cur, before)
+            except self.error as e:
+                if sqlstate(e) != NOT_PREPARED:
+                    raise
+                have.discard(named.name)  # another server session, or DISCARD ALL
+        text, before = named.message(timeout, prepare=True)
+        await cur.execute(text, args, prepare=False)
+        have.add(named.name)
+        return at_result(cur, before)
 
     def translated(self, adapted: Any, error: Exception) -> Exception:
         return error
@@ -131,7 +170,13 @@ class Asyncpg:
         return bool(conn.is_closed())
 
     async def send(
-        self, held: Held, sql: str, args: Params, returns_rows: bool, timeout: str | None
+        self,
+        held: Held,
+        sql: str,
+        args: Params,
+        returns_rows: bool,
+        timeout: str | None,
+        named: Named | None,
     ) -> Outcome:
         conn = held.connection
         if returns_rows:
@@ -168,7 +213,13 @@ class Aiosqlite:
         return False
 
     async def send(
-        self, held: Held, sql: str, args: Params, returns_rows: bool, timeout: str | None
+        self,
+        held: Held,
+        sql: str,
+        args: Params,
+        returns_rows: bool,
+        timeout: str | None,
+        named: Named | None,
     ) -> Outcome:
         conn = held.connection
         changes = conn.total_changes

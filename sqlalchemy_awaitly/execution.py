@@ -32,10 +32,11 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.util import greenlet_spawn
 
-from .dbapi import SET_TIMEOUT, TIMER, Outcome, Params, Psycopg, Rows, SyncDriver, kept_cursor
+from .dbapi import Outcome, Params, Psycopg, Rows, SyncDriver
 from .dbapi_async import AsyncDriver
 from .errors import AwaitlyStoreError, PoolExhaustedError
 from .faults import Fault, classify, judge, unreachable
+from .named_statements import Named, nameable, named
 from .pool_checkout import Checkouts, Held
 from .pool_guards import guard_pool
 from .statements import Op, Statements
@@ -49,6 +50,7 @@ class CompiledOp:
     sql: str
     fixed_params: Mapping[str, Any]
     positions: tuple[str, ...] | None = None
+    named: Named | None = None  # psycopg: the statement by name (``named_statements``)
 
     def args(self, params: Mapping[str, Any]) -> Params:
         merged = {**self.fixed_params, **params} if self.fixed_params else params
@@ -71,7 +73,10 @@ def compile_ops(statements: Statements, dialect: Dialect) -> dict[Op, CompiledOp
         c = cast(SQLCompiler, cast(ClauseElement, op.statement).compile(dialect=dialect))
         fixed = {k: v for k, v in c.params.items() if v is not None}
         positions = tuple(c.positiontup) if c.positional and c.positiontup else None
-        compiled[op] = CompiledOp(op, c.string, fixed, positions)
+        by_name = None
+        if dialect.name == "postgresql" and dialect.driver in ("psycopg", "psycopg_async"):
+            by_name = named(c.string) if nameable(c) else None
+        compiled[op] = CompiledOp(op, c.string, fixed, positions, by_name)
     return compiled
 
 
@@ -171,17 +176,6 @@ class DirectRunner:
         self._timeout = _server_timeout(engine.dialect, statement_timeout)
         assert self._timeout is None or isinstance(driver, Psycopg)
 
-    def _execute(self, held: Held, compiled: CompiledOp, args: Params) -> Any:
-        cur = kept_cursor(held)
-        driver = self._driver
-        if self._timeout is None:
-            driver.execute(cur, compiled.sql, args)
-        else:
-            with held.connection.pipeline():
-                driver.execute(kept_cursor(held, TIMER), SET_TIMEOUT, (self._timeout,))
-                driver.execute(cur, compiled.sql, args)
-        return cur
-
     def _checkout(self) -> Held:
         try:
             return self._checkouts.take()
@@ -201,7 +195,7 @@ class DirectRunner:
                 try:
                     before = driver.enter_autocommit(conn)  # a caller's engine: for this call
                     try:
-                        cur = self._execute(held, compiled, args)
+                        cur = driver.send(held, compiled.sql, args, self._timeout, compiled.named)
                         return Outcome(cur.fetchall() if rows else [], cur.rowcount)
                     finally:
                         driver.leave_autocommit(conn, before)
@@ -263,7 +257,7 @@ class AsyncDirectRunner:
                     before = await driver.enter_autocommit(conn)
                     try:
                         return await driver.send(
-                            held, compiled.sql, args, op.returns_rows, self._timeout
+                            held, compiled.sql, args, op.returns_rows, self._timeout, compiled.named
                         )
                     finally:
                         await driver.leave_autocommit(conn, before)

@@ -1,0 +1,97 @@
+"""The store's statements prepared on the server under a name taken from their text.
+
+Without prepared statements PostgreSQL parses and plans every statement
+again: a checkpoint's fenced upsert then spends longer being planned than
+being written. psycopg's own prepared statements are named per connection
+(``_pg3_0``, ``_pg3_1``...), so behind PgBouncer's transaction pooling, where
+clients take turns on a few server sessions, one client's ``_pg3_0`` meets
+another's. These are named by a hash of their text instead: one name is one
+statement, on whichever server session it is found.
+
+Each call is one simple-protocol message, ``EXECUTE name(...)``, with the values
+quoted by psycopg (a utility statement takes no bound parameters). A session
+that lacks the statement (a new connection, another server session behind
+PgBouncer, one reset by ``DISCARD ALL``) answers 26000 having run nothing; it
+is then sent again behind a ``DO`` block that prepares it in that session if
+it is still missing. One message is one transaction, so PgBouncer keeps both
+on one server session, and a ``statement_timeout`` set in front of them covers
+the statement alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.types import ARRAY
+
+NOT_PREPARED = "26000"  # invalid_sql_statement_name: EXECUTE of a name this session lacks
+PREFIX = "awaitly_"
+SLOT = "sqlalchemy_awaitly.named"  # in a pooled connection's info: the names it has
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
+_OUTER, _INNER = "$awaitly$", "$awaitly_sql$"
+
+
+@dataclass(frozen=True)
+class Named:
+    """One statement as a named server-side statement: how to run it, how to make it."""
+
+    name: str
+    execute: str  # EXECUTE name(%(a)s, ...), for client-side binding
+    prepare: str  # a DO block that prepares it in this session unless it is there
+
+    def message(self, timeout: str | None, prepare: bool) -> tuple[str, int]:
+        """The text to send, and how many results come before the statement's own."""
+        parts = []
+        if timeout is not None:
+            assert timeout.isdigit(), timeout  # milliseconds, made by the store
+            parts.append(f"SELECT set_config('statement_timeout', '{timeout}', true)")
+        if prepare:
+            parts.append(self.prepare)
+        return "; ".join([*parts, self.execute]), len(parts)
+
+
+@lru_cache(maxsize=512)
+def named(sql: str) -> Named:
+    """``sql`` (psycopg's ``%(name)s`` placeholders) as a statement named by its text."""
+    positions: dict[str, int] = {}
+
+    def number(match: re.Match[str]) -> str:
+        param = match.group(1)
+        if param is None:
+            return "%"
+        return f"${positions.setdefault(param, len(positions) + 1)}"
+
+    server_sql = _PLACEHOLDER.sub(number, sql)
+    if _OUTER in server_sql or _INNER in server_sql:
+        raise ValueError("the statement holds the quoting tags of its DO block")
+    name = PREFIX + hashlib.sha256(server_sql.encode()).hexdigest()[:32]
+    values = ", ".join(f"%({param})s" for param in positions)
+    execute = f"EXECUTE {name}({values})" if positions else f"EXECUTE {name}"
+    prepare = (
+        f"DO {_OUTER}BEGIN IF NOT EXISTS (SELECT FROM pg_prepared_statements "
+        f"WHERE name = '{name}') THEN EXECUTE {_INNER}PREPARE {name} AS {server_sql}{_INNER}; "
+        f"END IF; END{_OUTER}"
+    )
+    # Client-side binding reads placeholders in the whole text: a % of the SQL is doubled.
+    return Named(name, execute, prepare.replace("%", "%%"))
+
+
+def nameable(compiled: SQLCompiler) -> bool:
+    """Whether a statement goes by name: not with an array of values (the batches), whose
+    quoted text costs more than the planning it would save."""
+    return not any(isinstance(p.type, ARRAY) for p in compiled.binds.values())
+
+
+def names_in(info: dict[Any, Any], connection: object) -> set[str]:
+    """The names this pooled connection has prepared, as far as the store knows."""
+    entry = info.get(SLOT)
+    if entry is None or entry[0] is not connection:
+        entry = info[SLOT] = (connection, set())
+    names: set[str] = entry[1]
+    return names
