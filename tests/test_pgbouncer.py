@@ -203,3 +203,45 @@ def test_a_callers_engine_that_prepares_is_left_alone_and_the_store_does_not(
         store.close()
         engine.dispose()
         drop_table(create_engine(postgres.url), table_name)
+
+
+def test_named_statements_go_through_transaction_pooling(
+    bouncer: LocalPgBouncer, postgres: PostgresHandle, table_name: str
+) -> None:
+    """The default store's statements by name: 8 client connections take turns on 2
+    server sessions, so a statement often lands on a session that never saw it
+    (or saw it from another client) and is prepared there again; every answer stays
+    right, and the server sessions hold the named statements."""
+    if bouncer.pool_mode != "transaction":
+        pytest.skip("session pooling gives each client a session of its own to keep")
+    store = SQLAlchemyKeyValueStore(
+        bouncer.url, table_name=table_name, pool={"pool_size": 8, "max_overflow": 0}
+    )
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            store.set(f"lease{n}", "tok")
+            for i in range(100):
+                assert store.set_guarded(f"t{n}", str(i), guard_key=f"lease{n}", guard_value="tok")
+                assert store.get(f"t{n}") == str(i)
+                assert store.add(f"t{n}:{i}", "x") is True
+                assert store.delete(f"t{n}:{i}") is True
+        except BaseException as e:
+            errors.append(e)
+
+    try:
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(JOIN_SECONDS)
+        assert not any(t.is_alive() for t in threads)
+        assert errors == []
+        held = raw_rows(
+            bouncer.url, "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'awaitly%'"
+        )
+        assert held[0][0] > 0, "no named statement on the server session behind the bouncer"
+    finally:
+        store.close()
+        drop_table(create_engine(postgres.url), table_name)
