@@ -10,13 +10,15 @@ same conditions.
 1. One connection: ops/s of ``set``, ``get`` (hit), ``get`` (miss),
    ``exists`` and ``delete`` through ``SQLAlchemyKeyValueStore(url)``, next to
    the floor: one raw psycopg connection, autocommit, running the store's own
-   SQL text (compiled from its statements) with the same prepare setting:
-   (a) the default store, which never prepares (safe behind PgBouncer), against
-   ``prepare=False``; (b) ``prepare_threshold=0`` against ``prepare=True``;
-   (c) what the default costs: (a)'s store against (b)'s; (d) what taking
-   the pool's record directly buys: (a)'s store against the same store
-   through SQLAlchemy's full checkout (forced by a no-op ``checkout``
-   listener).
+   SQL text (compiled from its statements), planned as often as the store's:
+   (a) the default store, whose statements go by name (prepared once per
+   session, safe behind PgBouncer), against ``prepare=True``; (b)
+   ``prepare_threshold=0`` against ``prepare=True``; (c)
+   ``prepare_threshold=None``, which prepares nothing, against
+   ``prepare=False``; (d) what the names save: (a)'s store against (c)'s;
+   (e) what taking the pool's record directly buys: (a)'s store against the
+   same store through SQLAlchemy's full checkout (forced by a no-op
+   ``checkout`` listener).
    Targets: reads >= 0.80 of the floor, writes >= 0.90.
 2. Batches: ``set_many`` / ``get_many`` of 1,000 keys against 1,000 single
    ``set`` / ``get`` calls. Target: >= 10x faster.
@@ -29,8 +31,8 @@ same conditions.
    which of the two the store's prepared statement actually ran with).
 5. Behind a PgBouncer (transaction pooling) that the script starts in front
    of the server, if the ``pgbouncer`` binary is installed: ``get`` and
-   ``set`` of the default store against raw psycopg ``prepare=False``, both
-   through it. Targets as in 1.
+   ``set`` of the default store against raw psycopg ``prepare=False`` (raw
+   psycopg cannot prepare there), both through it. Targets as in 1.
 
 Run from the project root::
 
@@ -658,6 +660,7 @@ def run(url: str, s: Settings, mode: str) -> None:
         with (
             SQLAlchemyKeyValueStore(url, table_name=TABLE) as store,
             SQLAlchemyKeyValueStore(url, table_name=TABLE, prepare_threshold=0) as prepared,
+            SQLAlchemyKeyValueStore(url, table_name=TABLE, prepare_threshold=None) as never,
         ):
             store.set_many((k, VALUE) for k in keys("hit", HITS))  # what the reads find
             single = section_single(
@@ -665,9 +668,9 @@ def run(url: str, s: Settings, mode: str) -> None:
                 conninfo,
                 s,
                 fresh,
-                False,
-                "1a. One connection, the default store "
-                "(never prepares) vs raw psycopg prepare=False",
+                True,
+                "1a. One connection, the default store (statements by name) "
+                "vs raw psycopg prepare=True",
             )
             single += section_single(
                 prepared,
@@ -677,14 +680,23 @@ def run(url: str, s: Settings, mode: str) -> None:
                 True,
                 "1b. One connection, prepare_threshold=0 vs raw psycopg prepare=True",
             )
-            section_two_stores(
-                store,
-                prepared,
+            single += section_single(
+                never,
+                conninfo,
                 s,
                 fresh,
-                "1c. The cost of the PgBouncer-safe default: never preparing vs preparing "
-                "at once (both the store)",
-                ("never", "prepared"),
+                False,
+                "1c. One connection, prepare_threshold=None (nothing prepared) "
+                "vs raw psycopg prepare=False",
+            )
+            section_two_stores(
+                store,
+                never,
+                s,
+                fresh,
+                "1d. What the names save: the default store vs prepare_threshold=None "
+                "(both the store)",
+                ("by name", "never"),
             )
             with full_checkout_store(url) as full:
                 section_two_stores(
@@ -692,7 +704,7 @@ def run(url: str, s: Settings, mode: str) -> None:
                     full,
                     s,
                     fresh,
-                    "1d. What taking the pool's record directly buys: the default store vs "
+                    "1e. What taking the pool's record directly buys: the default store vs "
                     "the same through SQLAlchemy's full checkout",
                     ("direct", "full"),
                 )
