@@ -68,9 +68,7 @@ def prepare_threshold_of(value: object, source: str) -> int | None:
     )
 
 
-def take_prepare_threshold(
-    url: URL, option: int | Unset | None
-) -> tuple[URL, int | None, bool]:
+def take_prepare_threshold(url: URL, option: int | Unset | None) -> tuple[URL, int | None, bool]:
     """The threshold for an engine the store builds (the option, else the URL's, else None),
     whether one was given, and the URL without it: SQLAlchemy would hand psycopg the text
     as it stands."""
