@@ -16,7 +16,7 @@ from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy.engine import Dialect
 
-from .named_statements import NOT_PREPARED, Named, names_in
+from .named_statements import NOT_PREPARED, Named, names_in, timeout_statement
 from .pool_checkout import Held
 
 Params = Mapping[str, Any] | Sequence[Any]
@@ -152,20 +152,7 @@ class Psycopg:
 
     def _send_named(self, held: Held, named: Named, args: Params, timeout: str | None) -> Any:
         cur = kept_cursor(held, CLIENT, self.client_cursor)
-        have = names_in(held.info, held.connection)
-        if named.name in have:
-            text, before = named.message(timeout, prepare=False)
-            try:
-                cur.execute(text, args, prepare=False)
-                return at_result(cur, before)
-            except self.error as e:
-                if sqlstate(e) != NOT_PREPARED:
-                    raise
-                have.discard(named.name)  # another server session, or DISCARD ALL
-        text, before = named.message(timeout, prepare=True)
-        cur.execute(text, args, prepare=False)
-        have.add(named.name)
-        return at_result(cur, before)
+        return send_named(cur, held, named, args, timeout, self.error, psycopg=True)
 
     def enter_autocommit(self, conn: Any) -> object:
         return autocommit_on(conn)
@@ -181,11 +168,42 @@ class Psycopg:
 
 
 def sqlstate(error: Exception) -> str | None:
-    return getattr(error, "sqlstate", None)
+    """The SQLSTATE of a psycopg (``sqlstate``) or psycopg2 (``pgcode``) error."""
+    return getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+
+
+def send_named(
+    cur: Any,
+    held: Held,
+    named: Named,
+    args: Params,
+    timeout: str | None,
+    error: type[Exception],
+    psycopg: bool,
+) -> Any:
+    """Run ``named`` by name on ``cur`` (binding values client-side), prepared first in
+    this session if the store has not prepared it there or the server says it lacks it.
+    A psycopg cursor keeps every result of the message (and is told not to prepare the
+    message itself); a psycopg2 one only the last, the statement's."""
+    extra = {"prepare": False} if psycopg else {}
+    have = names_in(held.info, held.connection)
+    if named.name in have:
+        text, before = named.message(timeout, prepare=False)
+        try:
+            cur.execute(text, args, **extra)
+            return at_result(cur, before if psycopg else 0)
+        except error as e:
+            if sqlstate(e) != NOT_PREPARED:
+                raise
+            have.discard(named.name)  # another server session, or DISCARD ALL
+    text, before = named.message(timeout, prepare=True)
+    cur.execute(text, args, **extra)
+    have.add(named.name)
+    return at_result(cur, before if psycopg else 0)
 
 
 def send_plain(held: Held, sql: str, args: Params, timeout: str | None) -> Any:
-    """For drivers with no statement timeout of their own nor names (psycopg2, sqlite3)."""
+    """For a driver with no statement timeout of its own nor names (sqlite3)."""
     assert timeout is None  # the store picks the direct runner for them only without one
     cur = kept_cursor(held)
     cur.execute(sql, args)
@@ -193,18 +211,34 @@ def send_plain(held: Held, sql: str, args: Params, timeout: str | None) -> Any:
 
 
 def at_result(cur: Any, before: int) -> Any:
-    """``cur`` moved past the ``before`` results ahead of its statement's."""
+    """``cur`` (psycopg's, which keeps each result of a message) moved past the
+    ``before`` results ahead of its statement's."""
     for _ in range(before):
         cur.nextset()
     return cur
 
 
 class Psycopg2:
-    """psycopg2 (never prepares)."""
+    """psycopg2, which binds values client-side: the store's statements go by name
+    (:mod:`named_statements`) unless ``prepare`` is False (``prepare_threshold=None``),
+    and a ``statement_timeout`` goes in the same message as the statement."""
 
-    def __init__(self, dbapi: Any) -> None:
+    def __init__(self, dbapi: Any, prepare: bool | None) -> None:
         self.error: type[Exception] = dbapi.Error
+        self.prepare = prepare
         self._idle = dbapi.extensions.TRANSACTION_STATUS_IDLE
+
+    def send(
+        self, held: Held, sql: str, args: Params, timeout: str | None, named: Named | None
+    ) -> Any:
+        if named is None or self.prepare is False:
+            cur = kept_cursor(held)
+            if timeout is None:
+                cur.execute(sql, args)
+            else:  # one message, one transaction: the bound covers the statement alone
+                cur.execute(f"{timeout_statement(timeout)}; {sql}", args)
+            return cur
+        return send_named(kept_cursor(held), held, named, args, timeout, self.error, psycopg=False)
 
     def enter_autocommit(self, conn: Any) -> object:
         return autocommit_on(conn)
@@ -217,11 +251,6 @@ class Psycopg2:
 
     def broken(self, conn: Any) -> bool:
         return bool(conn.closed)
-
-    def send(
-        self, held: Held, sql: str, args: Params, timeout: str | None, named: Named | None
-    ) -> Any:
-        return send_plain(held, sql, args, timeout)
 
 
 class Sqlite3:
@@ -253,7 +282,7 @@ def sync_driver(dialect: Dialect, prepare: bool | None) -> SyncDriver | None:
     if dialect.name == "postgresql" and dialect.driver == "psycopg":
         return Psycopg(prepare)
     if dialect.name == "postgresql" and dialect.driver == "psycopg2":
-        return Psycopg2(dialect.loaded_dbapi)
+        return Psycopg2(dialect.loaded_dbapi, prepare)
     if dialect.name == "sqlite" and dialect.driver == "pysqlite":
         return Sqlite3(dialect.loaded_dbapi)
     return None

@@ -32,7 +32,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.util import greenlet_spawn
 
-from .dbapi import Outcome, Params, Psycopg, Rows, SyncDriver
+from .dbapi import Outcome, Params, Psycopg, Psycopg2, Rows, SyncDriver
 from .dbapi_async import AsyncDriver
 from .errors import AwaitlyStoreError, PoolExhaustedError
 from .faults import Fault, classify, judge, unreachable
@@ -59,10 +59,13 @@ class CompiledOp:
         return tuple([merged.get(name) for name in self.positions])
 
 
+BY_NAME_DRIVERS = ("psycopg", "psycopg_async", "psycopg2")  # see ``named_statements``
+
+
 def direct_timeout(dialect: Dialect, psycopg: bool, statement_timeout: float | None) -> bool:
     """Whether a direct runner can keep ``statement_timeout``: on PostgreSQL it is sent in
-    one pipeline with the statement, which only psycopg offers (SQLite's is the busy
-    timeout of the engine)."""
+    one message or pipeline with the statement, which psycopg and psycopg2 can do (SQLite's
+    is the busy timeout of the engine)."""
     return statement_timeout is None or dialect.name != "postgresql" or psycopg
 
 
@@ -74,7 +77,7 @@ def compile_ops(statements: Statements, dialect: Dialect) -> dict[Op, CompiledOp
         fixed = {k: v for k, v in c.params.items() if v is not None}
         positions = tuple(c.positiontup) if c.positional and c.positiontup else None
         by_name = None
-        if dialect.name == "postgresql" and dialect.driver in ("psycopg", "psycopg_async"):
+        if dialect.name == "postgresql" and dialect.driver in BY_NAME_DRIVERS:
             by_name = named(c.string) if nameable(c) else None
         compiled[op] = CompiledOp(op, c.string, fixed, positions, by_name)
     return compiled
@@ -174,7 +177,7 @@ class DirectRunner:
         self._compiled = compile_ops(statements, engine.dialect)
         self._failures = _DriverFailures(engine.dialect, table, driver.error)
         self._timeout = _server_timeout(engine.dialect, statement_timeout)
-        assert self._timeout is None or isinstance(driver, Psycopg)
+        assert self._timeout is None or isinstance(driver, (Psycopg, Psycopg2))
 
     def _checkout(self) -> Held:
         try:

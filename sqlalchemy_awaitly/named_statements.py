@@ -51,11 +51,17 @@ class Named:
             return self.execute, 0  # nearly every call
         parts = []
         if timeout is not None:
-            assert timeout.isdigit(), timeout  # milliseconds, made by the store
-            parts.append(f"SELECT set_config('statement_timeout', '{timeout}', true)")
+            parts.append(timeout_statement(timeout))
         if prepare:
             parts.append(self.prepare)
         return "; ".join([*parts, self.execute]), len(parts)
+
+
+def timeout_statement(timeout: str) -> str:
+    """Sets ``statement_timeout`` (milliseconds) for the rest of the message's transaction:
+    a message of several statements is one transaction, unless it says otherwise."""
+    assert timeout.isdigit(), timeout  # made by the store, never from a caller's text
+    return f"SELECT set_config('statement_timeout', '{timeout}', true)"
 
 
 @lru_cache(maxsize=512)

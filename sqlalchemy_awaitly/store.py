@@ -22,7 +22,7 @@ from .base import (
 )
 from .calls import Call
 from .config import UNSET, Unset
-from .dbapi import Psycopg, sync_driver
+from .dbapi import Psycopg, Psycopg2, sync_driver
 from .ddl import prepare_table
 from .errors import ConfigurationError
 from .execution import (
@@ -130,12 +130,14 @@ class SQLAlchemyKeyValueStore:
             return self._runner
 
     def _runner_for(self, statements: Statements, label: str) -> DirectRunner | EngineRunner:
-        """The direct runner where the driver allows (a statement timeout needs psycopg's
-        pipeline on PostgreSQL); otherwise statements go through a Connection."""
+        """The direct runner where the driver allows (a statement timeout is sent with the
+        statement, by psycopg and psycopg2); otherwise statements go through a Connection."""
         timeout = self._options.statement_timeout
         dialect = self.engine.dialect
         driver = sync_driver(dialect, self._options.prepare)
-        if driver is None or not direct_timeout(dialect, isinstance(driver, Psycopg), timeout):
+        if driver is None or not direct_timeout(
+            dialect, isinstance(driver, (Psycopg, Psycopg2)), timeout
+        ):
             return EngineRunner(self.engine, label, timeout)
         return DirectRunner(self.engine, statements, label, driver, timeout)
 

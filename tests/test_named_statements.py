@@ -1,5 +1,5 @@
-"""Statements prepared by name on psycopg (``named_statements``): used by default,
-recovered when a session lacks them, never a way for a value into the SQL.
+"""Statements prepared by name on psycopg and psycopg2 (``named_statements``): used
+by default, recovered when a session lacks them, never a way for a value into the SQL.
 
 The names are what make prepared statements safe behind PgBouncer (the
 transaction-pooling tests in ``test_pgbouncer.py`` run the default store);
@@ -16,6 +16,7 @@ import pytest
 from conftest import PostgresHandle, drop_table
 from sqlalchemy import MetaData, create_engine, text
 from sqlalchemy.engine import Engine, make_url
+from store_kinds import with_driver
 
 from sqlalchemy_awaitly import AsyncSQLAlchemyKeyValueStore, SQLAlchemyKeyValueStore
 from sqlalchemy_awaitly.named_statements import PREFIX, named
@@ -80,16 +81,25 @@ def prepared(store: SQLAlchemyKeyValueStore) -> set[str]:
 def in_session(store: SQLAlchemyKeyValueStore, sql: str) -> None:
     conn = store.engine.raw_connection()
     try:
-        conn.driver_connection.execute(sql)  # type: ignore[union-attr]
+        conn.driver_connection.cursor().execute(sql)  # type: ignore[union-attr]
+        conn.driver_connection.commit()  # type: ignore[union-attr]
     finally:
         conn.close()
 
 
+DRIVERS = ["psycopg", "psycopg2"]
+
+
+def url_of(postgres: PostgresHandle, driver: str) -> str:
+    return with_driver(postgres.url, driver)
+
+
 @pytest.mark.postgres
+@pytest.mark.parametrize("driver", DRIVERS)
 def test_the_default_store_runs_its_statements_by_name(
-    postgres: PostgresHandle, table: str
+    driver: str, postgres: PostgresHandle, table: str
 ) -> None:
-    with SQLAlchemyKeyValueStore(postgres.url, table_name=table, pool=ONE) as store:
+    with SQLAlchemyKeyValueStore(url_of(postgres, driver), table_name=table, pool=ONE) as store:
         store.set("k", "v")
         assert store.get("k") == "v"
         names = prepared(store)
@@ -102,14 +112,17 @@ def test_the_default_store_runs_its_statements_by_name(
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize(("threshold", "expect"), [(None, set()), (0, {"_pg3_"})])
+@pytest.mark.parametrize(
+    ("driver", "threshold", "expect"),
+    [("psycopg", None, set()), ("psycopg2", None, set()), ("psycopg", 0, {"_pg3_"})],
+)
 def test_a_given_threshold_turns_names_off(
-    postgres: PostgresHandle, table: str, threshold: int | None, expect: set[str]
+    postgres: PostgresHandle, table: str, driver: str, threshold: int | None, expect: set[str]
 ) -> None:
     """None: nothing prepared at all (for poolers that pin a session that prepares);
     a number: psycopg's own prepared statements, as psycopg decides."""
     with SQLAlchemyKeyValueStore(
-        postgres.url, table_name=table, pool=ONE, prepare_threshold=threshold
+        url_of(postgres, driver), table_name=table, pool=ONE, prepare_threshold=threshold
     ) as store:
         for _ in range(3):
             store.set("k", "v")
@@ -119,14 +132,15 @@ def test_a_given_threshold_turns_names_off(
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("timeout", [None, 5.0])
+@pytest.mark.parametrize("driver", DRIVERS)
 def test_a_session_that_lost_its_statements_prepares_them_again(
-    postgres: PostgresHandle, table: str, timeout: float | None
+    driver: str, postgres: PostgresHandle, table: str, timeout: float | None
 ) -> None:
     """What PgBouncer does to a client: its next statement lands on a server session
     that never saw the prepare (or one reset by DISCARD ALL). 26000, nothing run: sent
     again with its prepare, in the same message."""
     with SQLAlchemyKeyValueStore(
-        postgres.url, table_name=table, pool=ONE, statement_timeout=timeout
+        url_of(postgres, driver), table_name=table, pool=ONE, statement_timeout=timeout
     ) as store:
         store.set("lease", "tok")
         assert store.set_guarded("k", "v1", guard_key="lease", guard_value="tok")
@@ -143,12 +157,13 @@ def test_a_session_that_lost_its_statements_prepares_them_again(
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("driver", DRIVERS)
 def test_a_table_dropped_and_made_again_is_found_by_name(
-    postgres: PostgresHandle, table: str
+    driver: str, postgres: PostgresHandle, table: str
 ) -> None:
     """A prepared statement is planned again after DDL on its table (as after a
     migration): the name keeps working on the new table."""
-    with SQLAlchemyKeyValueStore(postgres.url, table_name=table, pool=ONE) as store:
+    with SQLAlchemyKeyValueStore(url_of(postgres, driver), table_name=table, pool=ONE) as store:
         store.set("k", "old")
         engine = create_engine(postgres.url)
         try:
@@ -164,11 +179,12 @@ def test_a_table_dropped_and_made_again_is_found_by_name(
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("value", HOSTILE)
+@pytest.mark.parametrize("driver", DRIVERS)
 def test_values_bound_by_the_client_arrive_as_they_were_sent(
-    postgres: PostgresHandle, table: str, value: str
+    driver: str, postgres: PostgresHandle, table: str, value: str
 ) -> None:
     key = value[:200] + "key"  # keys are bounded
-    with SQLAlchemyKeyValueStore(postgres.url, table_name=table, pool=ONE) as store:
+    with SQLAlchemyKeyValueStore(url_of(postgres, driver), table_name=table, pool=ONE) as store:
         store.set(key, value, ttl=60)
         assert store.get(key) == value
         store.set("lease", value)
@@ -179,10 +195,15 @@ def test_values_bound_by_the_client_arrive_as_they_were_sent(
 
 
 @pytest.mark.postgres
-def test_a_nul_is_refused_as_on_every_other_path(postgres: PostgresHandle, table: str) -> None:
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_nul_is_refused_as_on_every_other_path(
+    driver: str, postgres: PostgresHandle, table: str
+) -> None:
     errors = []
     for threshold in ({}, {"prepare_threshold": None}):
-        with SQLAlchemyKeyValueStore(postgres.url, table_name=table, **threshold) as store:
+        with SQLAlchemyKeyValueStore(
+            url_of(postgres, driver), table_name=table, **threshold
+        ) as store:
             with pytest.raises(Exception) as raised:
                 store.set("k", "a\x00b")
             errors.append(type(raised.value))
