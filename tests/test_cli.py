@@ -43,6 +43,13 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
+def cli_json(*args: str) -> Any:
+    """What a ``--json`` command printed; its stderr in the failure if it failed."""
+    done = cli(*args)
+    assert done.returncode == 0, (done.returncode, done.stderr)
+    return json.loads(done.stdout)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database with nothing in it yet (PostgreSQL: a fresh database)."""
@@ -139,13 +146,13 @@ def test_operator_commands(url: str) -> None:
         ["order-1", "failed", "2"],
     ]
     assert lines[1].endswith("step create-order failed")
-    as_json = json.loads(cli("list", "order-", "--url", url, "--json").stdout)
+    as_json = cli_json("list", "order-", "--url", url, "--json")
     assert [(run["id"], run["state"]) for run in as_json] == [
         ("order-2", "failed"),
         ("order-1", "failed"),
     ]
     assert as_json[0]["steps"] == 2 and as_json[0]["failed_step"] == "create-order"
-    assert len(json.loads(cli("list", "--url", url, "--json", "--limit", "1").stdout)) == 1
+    assert len(cli_json("list", "--url", url, "--json", "--limit", "1")) == 1
 
     shown = cli("show", "order-1", "--url", url, "--raw")
     assert shown.returncode == 0
@@ -194,14 +201,14 @@ def test_a_cancelled_run_is_listed_and_uncancelled(url: str) -> None:
         durable.run(None, export, id="export-1", store=store, cancel=token)
     finally:
         store.close()
-    listed = json.loads(cli("list", "--url", url, "--json").stdout)
+    listed = cli_json("list", "--url", url, "--json")
     assert [(run["id"], run["state"]) for run in listed] == [("export-1", "cancelled")]
     assert cli("cancel", "export-1", "--url", url, "--reason", "again").returncode == 0
     assert cli("cancel", "missing", "--url", url).returncode == 1
     uncancelled = cli("uncancel", "export-1", "--url", url)
     assert uncancelled.returncode == 0, uncancelled.stderr
     assert "the next run resumes it" in uncancelled.stdout
-    assert json.loads(cli("list", "--url", url, "--json").stdout)[0]["state"] == "crashed"
+    assert cli_json("list", "--url", url, "--json")[0]["state"] == "crashed"
     assert cli("uncancel", "export-1", "--url", url).returncode == 1  # not cancelled now
     assert cli("uncancel", "missing", "--url", url).returncode == 1
 
@@ -342,7 +349,7 @@ def test_the_missing_table_hint_is_a_command_that_works(url: str) -> None:
         assert migrated.returncode == 0, migrated.stderr
     assert cli("list", "--url", url, *where).returncode == 0
     failed_run_in(url, "run_state", schema)
-    as_json = json.loads(cli("list", "--url", url, *where, "--json").stdout)
+    as_json = cli_json("list", "--url", url, *where, "--json")
     assert [(run["id"], run["state"]) for run in as_json] == [("order-9", "failed")]
     assert cli("list", "--url", url).returncode == 4  # the default table was not made
 
@@ -449,7 +456,7 @@ def test_show_is_a_timeline_of_rows_either_runtime_wrote(url: str) -> None:
     holders = {line.split()[0]: line for line in listed[1:]}
     assert holders["order-1"].endswith("held by web-1 pid 42")
     assert holders["wf-errobj"].endswith("held by token fedcba98")
-    as_json = {run["id"]: run for run in json.loads(cli("list", "--url", url, "--json").stdout)}
+    as_json = {run["id"]: run for run in cli_json("list", "--url", url, "--json")}
     assert as_json["order-1"]["holder"] == "web-1 pid 42"
     assert as_json["wf-thrown"]["holder"] is None
 
