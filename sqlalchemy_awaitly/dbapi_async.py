@@ -127,7 +127,7 @@ class AsyncPsycopg:
         return Outcome(await cur.fetchall() if returns_rows else [], cur.rowcount)
 
     async def _send_named(self, held: Held, named: Named, args: Params, timeout: str | None) -> Any:
-        """As ``Psycopg._send_named``, awaited."""
+        """As :func:`dbapi.send_named` (psycopg), awaited."""
         cur = kept_cursor(held, CLIENT, self._client_cursor)
         have = names_in(held.info, held.connection)
         if named.name in have:
