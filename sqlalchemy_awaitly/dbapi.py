@@ -16,7 +16,15 @@ from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy.engine import Dialect
 
-from .named_statements import NOT_PREPARED, Named, names_in, timeout_statement
+from .named_statements import (
+    NOT_PREPARED,
+    REFUSED,
+    Named,
+    PrepareRefused,
+    names_in,
+    refused,
+    timeout_statement,
+)
 from .pool_checkout import Held
 
 Params = Mapping[str, Any] | Sequence[Any]
@@ -128,18 +136,31 @@ class Psycopg:
         self.prepare = prepare
         self.error: type[Exception] = psycopg.Error
         self.client_cursor: Any = psycopg.ClientCursor
+        self.refused = False  # the database would not prepare: statements run unprepared
         self._idle = psycopg.pq.TransactionStatus.IDLE
 
     def by_name(self, conn: Any, named: Named | None) -> bool:
         """Whether to run the statement by name on ``conn`` (sync or asyncio)."""
-        return named is not None and self.prepare is None and conn.prepare_threshold is None
+        return (
+            named is not None
+            and self.prepare is None
+            and conn.prepare_threshold is None
+            and not self.refused
+        )
+
+    def give_up_names(self, error: PrepareRefused) -> None:
+        self.refused = True
+        refused(error)
 
     def send(
         self, held: Held, sql: str, args: Params, timeout: str | None, named: Named | None
     ) -> Any:
         conn = held.connection
         if named is not None and self.by_name(conn, named):
-            return self._send_named(held, named, args, timeout)
+            try:
+                return self._send_named(held, named, args, timeout)
+            except PrepareRefused as e:
+                self.give_up_names(e)
         cur = kept_cursor(held)
         if timeout is None:
             cur.execute(sql, args, prepare=self.prepare)
@@ -184,7 +205,8 @@ def send_named(
     """Run ``named`` by name on ``cur`` (binding values client-side), prepared first in
     this session if the store has not prepared it there or the server says it lacks it.
     A psycopg cursor keeps every result of the message (and is told not to prepare the
-    message itself); a psycopg2 one only the last, the statement's."""
+    message itself); a psycopg2 one only the last, the statement's. Raises
+    :class:`PrepareRefused` if the database will not run the prepare at all."""
     extra = {"prepare": False} if psycopg else {}
     have = names_in(held.info, held.connection)
     if named.name in have:
@@ -197,7 +219,12 @@ def send_named(
                 raise
             have.discard(named.name)  # another server session, or DISCARD ALL
     text, before = named.message(timeout, prepare=True)
-    cur.execute(text, args, **extra)
+    try:
+        cur.execute(text, args, **extra)
+    except error as e:
+        if sqlstate(e) in REFUSED:  # nothing ran: the DO block comes first
+            raise PrepareRefused() from e
+        raise
     have.add(named.name)
     return at_result(cur, before if psycopg else 0)
 
@@ -226,19 +253,24 @@ class Psycopg2:
     def __init__(self, dbapi: Any, prepare: bool | None) -> None:
         self.error: type[Exception] = dbapi.Error
         self.prepare = prepare
+        self.refused = False  # as Psycopg's
         self._idle = dbapi.extensions.TRANSACTION_STATUS_IDLE
 
     def send(
         self, held: Held, sql: str, args: Params, timeout: str | None, named: Named | None
     ) -> Any:
-        if named is None or self.prepare is False:
-            cur = kept_cursor(held)
-            if timeout is None:
-                cur.execute(sql, args)
-            else:  # one message, one transaction: the bound covers the statement alone
-                cur.execute(f"{timeout_statement(timeout)}; {sql}", args)
-            return cur
-        return send_named(kept_cursor(held), held, named, args, timeout, self.error, psycopg=False)
+        cur = kept_cursor(held)
+        if named is not None and self.prepare is not False and not self.refused:
+            try:
+                return send_named(cur, held, named, args, timeout, self.error, psycopg=False)
+            except PrepareRefused as e:
+                self.refused = True
+                refused(e)
+        if timeout is None:
+            cur.execute(sql, args)
+        else:  # one message, one transaction: the bound covers the statement alone
+            cur.execute(f"{timeout_statement(timeout)}; {sql}", args)
+        return cur
 
     def enter_autocommit(self, conn: Any) -> object:
         return autocommit_on(conn)

@@ -30,7 +30,7 @@ from .dbapi import (
     kept_cursor,
     sqlstate,
 )
-from .named_statements import NOT_PREPARED, Named, names_in
+from .named_statements import NOT_PREPARED, REFUSED, Named, PrepareRefused, names_in
 from .pool_checkout import Held
 
 
@@ -113,8 +113,11 @@ class AsyncPsycopg:
         named: Named | None,
     ) -> Outcome:
         if named is not None and self._sync.by_name(held.connection, named):
-            cur = await self._send_named(held, named, args, timeout)
-            return Outcome(await cur.fetchall() if returns_rows else [], cur.rowcount)
+            try:
+                cur = await self._send_named(held, named, args, timeout)
+                return Outcome(await cur.fetchall() if returns_rows else [], cur.rowcount)
+            except PrepareRefused as e:
+                self._sync.give_up_names(e)
         cur = kept_cursor(held, CURSOR)
         prepare = self.prepare
         if timeout is None:
@@ -140,7 +143,12 @@ class AsyncPsycopg:
                     raise
                 have.discard(named.name)  # another server session, or DISCARD ALL
         text, before = named.message(timeout, prepare=True)
-        await cur.execute(text, args, prepare=False)
+        try:
+            await cur.execute(text, args, prepare=False)
+        except self.error as e:
+            if sqlstate(e) in REFUSED:  # nothing ran: the DO block comes first
+                raise PrepareRefused() from e
+            raise
         have.add(named.name)
         return at_result(cur, before)
 

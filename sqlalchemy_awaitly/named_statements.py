@@ -21,6 +21,7 @@ the statement alone.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -30,8 +31,12 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import ARRAY
 
 NOT_PREPARED = "26000"  # invalid_sql_statement_name: EXECUTE of a name this session lacks
+# The DO block refused: PL/pgSQL not usable by this role (42501), or not installed (42704).
+REFUSED = frozenset({"42501", "42704"})
 PREFIX = "awaitly_"
 SLOT = "sqlalchemy_awaitly.named"  # in a pooled connection's info: the names it has
+
+log = logging.getLogger("sqlalchemy_awaitly.store")
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
 _OUTER, _INNER = "$awaitly$", "$awaitly_sql$"
@@ -103,3 +108,17 @@ def names_in(info: dict[Any, Any], connection: object) -> set[str]:
         entry = info[SLOT] = (connection, set())
     names: set[str] = entry[1]
     return names
+
+
+class PrepareRefused(Exception):
+    """The database refused the DO block that prepares a statement (see :data:`REFUSED`)."""
+
+
+def refused(error: PrepareRefused) -> None:
+    """Say, once per store, why its statements run unprepared from now on."""
+    why = str(error.__cause__ or error).strip().splitlines() or [""]
+    log.warning(
+        "the database refused to prepare the store's statements (%s); they run "
+        "unprepared from now on (prepare_threshold=None skips trying)",
+        why[0],
+    )

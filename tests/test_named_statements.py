@@ -9,11 +9,14 @@ here one pooled connection is looked at directly.
 from __future__ import annotations
 
 import asyncio
+import logging
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from conftest import PostgresHandle, drop_table
+from databases import empty_postgres_database
 from sqlalchemy import MetaData, create_engine, text
 from sqlalchemy.engine import Engine, make_url
 from store_kinds import with_driver
@@ -260,3 +263,63 @@ def test_the_asyncio_store_runs_by_name_and_recovers_the_same_way(
 
     names = loop.run_until_complete(work())
     assert any(n.startswith(PREFIX) for n in names), names
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("driver", [*DRIVERS, "psycopg_async"])
+def test_a_database_that_refuses_the_prepare_gets_plain_statements(
+    postgres: PostgresHandle,
+    driver: str,
+    caplog: pytest.LogCaptureFixture,
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """A hardened database where the role may not use PL/pgSQL (the DO block that
+    prepares): the first call says so once in the log, and every call runs unprepared."""
+    role = f"noplpgsql_{uuid.uuid4().hex[:8]}"
+    with empty_postgres_database(postgres.url) as database:
+        admin = create_engine(database, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.execute(text("REVOKE USAGE ON LANGUAGE plpgsql FROM PUBLIC"))
+                conn.execute(text(f"CREATE ROLE {role} LOGIN"))
+                conn.execute(text(f"GRANT ALL ON SCHEMA public TO {role}"))
+            url = make_url(with_driver(database, driver)).set(username=role, password=None)
+            rendered = url.render_as_string(hide_password=False)
+            with caplog.at_level(logging.WARNING, logger="sqlalchemy_awaitly"):
+                if driver == "psycopg_async":
+
+                    async def work() -> list[Any]:
+                        async with AsyncSQLAlchemyKeyValueStore(rendered, pool=ONE) as store:
+                            await store.set("k", "v", ttl=60)
+                            await store.set("lease", "tok")
+                            return [
+                                await store.get("k"),
+                                await store.set_guarded(
+                                    "k", "w", guard_key="lease", guard_value="tok"
+                                ),
+                                await store.get("k"),
+                            ]
+
+                    answers = loop.run_until_complete(work())
+                else:
+                    with SQLAlchemyKeyValueStore(rendered, pool=ONE) as store:
+                        store.set("k", "v", ttl=60)
+                        store.set("lease", "tok")
+                        answers = [
+                            store.get("k"),
+                            store.set_guarded("k", "w", guard_key="lease", guard_value="tok"),
+                            store.get("k"),
+                        ]
+                        assert not {n for n in prepared(store) if n.startswith(PREFIX)}
+            assert answers == ["v", True, "w"]
+            warned = [r for r in caplog.records if "refused to prepare" in r.getMessage()]
+            assert len(warned) == 1, [r.getMessage() for r in caplog.records]
+            assert "permission denied for language plpgsql" in warned[0].getMessage()
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f"DROP OWNED BY {role}"))
+            admin.dispose()
+            server = create_engine(postgres.url, isolation_level="AUTOCOMMIT")
+            with server.connect() as conn:
+                conn.execute(text(f"DROP ROLE IF EXISTS {role}"))
+            server.dispose()
