@@ -9,13 +9,15 @@ another's. These are named by a hash of their text instead: one name is one
 statement, on whichever server session it is found.
 
 Each call is one simple-protocol message, ``EXECUTE name(...)``, with the values
-quoted by psycopg (a utility statement takes no bound parameters). A session
+quoted by the driver, psycopg or psycopg2 (a utility statement takes no bound
+parameters). A session
 that lacks the statement (a new connection, another server session behind
 PgBouncer, one reset by ``DISCARD ALL``) answers 26000 having run nothing; it
 is then sent again behind a ``DO`` block that prepares it in that session if
 it is still missing. One message is one transaction, so PgBouncer keeps both
 on one server session, and a ``statement_timeout`` set in front of them covers
-the statement alone.
+the statement alone. A database that will not run the ``DO`` block (no PL/pgSQL
+for this role) gets the store's statements unprepared, after one warning.
 """
 
 from __future__ import annotations
