@@ -35,7 +35,8 @@ statements with the driver's dialect), with the same parameters.
    run by name, planned once per server session: safe behind any PgBouncer),
    with ``prepare_threshold=5`` (psycopg's prepared statements), and with
    ``prepare_threshold=None`` (nothing prepared: a checkpoint's fenced upsert
-   then costs about 0.1 ms more to plan than a plain one). Each is followed by
+   then costs about 0.1 ms more to plan than a plain one); and the default on
+   ``postgresql+psycopg2``. Each is followed by
    its floor: the run's store calls
    replayed with no runner, what the SQL alone costs; and preceded by what
    the fence costs: one checkpoint's ``set_guarded`` against ``set`` of the
@@ -1190,13 +1191,14 @@ def checkpoint_row(store: SQLAlchemyKeyValueStore, s: Settings, label: str) -> R
 def group_durable(url: str, s: Settings) -> list[Result]:
     serial = iter(range(1, 10**8))
     results: list[Result] = []
-    settings: list[tuple[dict[str, Any], str]] = [
-        ({}, ""),  # the default: statements by name
-        ({"prepare_threshold": 5}, ", prepared"),
-        ({"prepare_threshold": None}, ", never prepared"),
+    settings: list[tuple[str, dict[str, Any], str]] = [
+        ("psycopg", {}, ""),  # the default: statements by name
+        ("psycopg", {"prepare_threshold": 5}, ", prepared"),
+        ("psycopg", {"prepare_threshold": None}, ", never prepared"),
+        ("psycopg2", {}, ", psycopg2"),  # by name too
     ]
-    for setting, label in settings:
-        with SQLAlchemyKeyValueStore(url_for(url, "psycopg"), table_name=TABLE, **setting) as store:
+    for driver, setting, label in settings:
+        with SQLAlchemyKeyValueStore(url_for(url, driver), table_name=TABLE, **setting) as store:
             results.append(checkpoint_row(store, s, label))
             results += [
                 durable_row(store, steps, target, s, serial, label, replayed)
