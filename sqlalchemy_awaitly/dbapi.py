@@ -17,10 +17,9 @@ from typing import Any, NamedTuple, Protocol
 from sqlalchemy.engine import Dialect
 
 from .named_statements import (
-    NOT_PREPARED,
-    REFUSED,
     Named,
     PrepareRefused,
+    messages,
     names_in,
     refused,
     timeout_statement,
@@ -139,14 +138,9 @@ class Psycopg:
         self.refused = False  # the database would not prepare: statements run unprepared
         self._idle = psycopg.pq.TransactionStatus.IDLE
 
-    def by_name(self, conn: Any, named: Named | None) -> bool:
-        """Whether to run the statement by name on ``conn`` (sync or asyncio)."""
-        return (
-            named is not None
-            and self.prepare is None
-            and conn.prepare_threshold is None
-            and not self.refused
-        )
+    def by_name(self, conn: Any) -> bool:
+        """Whether to run a statement that has a name by it on ``conn`` (sync or asyncio)."""
+        return self.prepare is None and conn.prepare_threshold is None and not self.refused
 
     def give_up_names(self, error: PrepareRefused) -> None:
         self.refused = True
@@ -156,7 +150,7 @@ class Psycopg:
         self, held: Held, sql: str, args: Params, timeout: str | None, named: Named | None
     ) -> Any:
         conn = held.connection
-        if named is not None and self.by_name(conn, named):
+        if named is not None and self.by_name(conn):
             try:
                 return self._send_named(held, named, args, timeout)
             except PrepareRefused as e:
@@ -188,11 +182,6 @@ class Psycopg:
         return bool(conn.broken or conn.closed)
 
 
-def sqlstate(error: Exception) -> str | None:
-    """The SQLSTATE of a psycopg (``sqlstate``) or psycopg2 (``pgcode``) error."""
-    return getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
-
-
 def send_named(
     cur: Any,
     held: Held,
@@ -202,31 +191,21 @@ def send_named(
     error: type[Exception],
     psycopg: bool,
 ) -> Any:
-    """Run ``named`` by name on ``cur`` (binding values client-side), prepared first in
-    this session if the store has not prepared it there or the server says it lacks it.
-    A psycopg cursor keeps every result of the message (and is told not to prepare the
-    message itself); a psycopg2 one only the last, the statement's. Raises
-    :class:`PrepareRefused` if the database will not run the prepare at all."""
+    """Run ``named`` by name on ``cur`` (binding values client-side), as
+    :func:`named_statements.messages` says. A psycopg cursor keeps every result of a
+    message (and is told not to prepare the message itself); a psycopg2 one only the
+    last, the statement's."""
     extra = {"prepare": False} if psycopg else {}
-    have = names_in(held.info, held.connection)
-    if named.name in have:
-        text, before = named.message(timeout, prepare=False)
+    sends = messages(named, names_in(held.info, held.connection), timeout)
+    text, before = next(sends)
+    while True:
         try:
             cur.execute(text, args, **extra)
-            return at_result(cur, before if psycopg else 0)
         except error as e:
-            if sqlstate(e) != NOT_PREPARED:
-                raise
-            have.discard(named.name)  # another server session, or DISCARD ALL
-    text, before = named.message(timeout, prepare=True)
-    try:
-        cur.execute(text, args, **extra)
-    except error as e:
-        if sqlstate(e) in REFUSED:  # nothing ran: the DO block comes first
-            raise PrepareRefused() from e
-        raise
-    have.add(named.name)
-    return at_result(cur, before if psycopg else 0)
+            text, before = sends.send(e)  # raises, or gives the message to send next
+            continue
+        next(sends, None)  # it ran: the session has the name
+        return at_result(cur, before if psycopg else 0)
 
 
 def send_plain(held: Held, sql: str, args: Params, timeout: str | None) -> Any:

@@ -28,9 +28,8 @@ from .dbapi import (
     isolation_back,
     isolation_none,
     kept_cursor,
-    sqlstate,
 )
-from .named_statements import NOT_PREPARED, REFUSED, Named, PrepareRefused, names_in
+from .named_statements import Named, PrepareRefused, messages, names_in
 from .pool_checkout import Held
 
 
@@ -112,7 +111,7 @@ class AsyncPsycopg:
         timeout: str | None,
         named: Named | None,
     ) -> Outcome:
-        if named is not None and self._sync.by_name(held.connection, named):
+        if named is not None and self._sync.by_name(held.connection):
             try:
                 cur = await self._send_named(held, named, args, timeout)
                 return Outcome(await cur.fetchall() if returns_rows else [], cur.rowcount)
@@ -132,25 +131,16 @@ class AsyncPsycopg:
     async def _send_named(self, held: Held, named: Named, args: Params, timeout: str | None) -> Any:
         """As :func:`dbapi.send_named` (psycopg), awaited."""
         cur = kept_cursor(held, CLIENT, self._client_cursor)
-        have = names_in(held.info, held.connection)
-        if named.name in have:
-            text, before = named.message(timeout, prepare=False)
+        sends = messages(named, names_in(held.info, held.connection), timeout)
+        text, before = next(sends)
+        while True:
             try:
                 await cur.execute(text, args, prepare=False)
-                return at_result(cur, before)
             except self.error as e:
-                if sqlstate(e) != NOT_PREPARED:
-                    raise
-                have.discard(named.name)  # another server session, or DISCARD ALL
-        text, before = named.message(timeout, prepare=True)
-        try:
-            await cur.execute(text, args, prepare=False)
-        except self.error as e:
-            if sqlstate(e) in REFUSED:  # nothing ran: the DO block comes first
-                raise PrepareRefused() from e
-            raise
-        have.add(named.name)
-        return at_result(cur, before)
+                text, before = sends.send(e)  # raises, or gives the message to send next
+                continue
+            next(sends, None)  # it ran: the session has the name
+            return at_result(cur, before)
 
     def translated(self, adapted: Any, error: Exception) -> Exception:
         return error

@@ -25,12 +25,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Generator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import ARRAY
+
+from .faults import sqlstate_of
 
 NOT_PREPARED = "26000"  # invalid_sql_statement_name: EXECUTE of a name this session lacks
 # The DO block refused: PL/pgSQL not usable by this role (42501), or not installed (42704).
@@ -110,6 +113,34 @@ def names_in(info: dict[Any, Any], connection: object) -> set[str]:
         entry = info[SLOT] = (connection, set())
     names: set[str] = entry[1]
     return names
+
+
+Message = tuple[str, int]  # a text to send, and how many results precede the statement's
+Sends = Generator[Message, Exception | None, None]
+
+
+def messages(named: Named, have: set[str], timeout: str | None) -> Sends:
+    """What to send for one call of ``named``, in turn, on a session that has the names
+    ``have`` (updated here): each message is answered with None (it ran) or its error.
+
+    First the plain ``EXECUTE``, if the session has the name; after 26000 (it has not,
+    nothing ran) or without the name, the message that prepares it first. Any other
+    error is raised again; a refused ``DO`` block raises :class:`PrepareRefused`. One
+    flow for the drivers, sync and asyncio, that only do the sending.
+    """
+    if named.name in have:
+        error = yield named.message(timeout, prepare=False)
+        if error is None:
+            return
+        if sqlstate_of(error) != NOT_PREPARED:
+            raise error
+        have.discard(named.name)  # another server session, or DISCARD ALL
+    error = yield named.message(timeout, prepare=True)
+    if error is not None:
+        if sqlstate_of(error) in REFUSED:  # nothing ran: the DO block comes first
+            raise PrepareRefused() from error
+        raise error
+    have.add(named.name)
 
 
 class PrepareRefused(Exception):
