@@ -63,9 +63,9 @@ BY_NAME_DRIVERS = ("psycopg", "psycopg_async", "psycopg2")  # see ``named_statem
 
 
 def direct_timeout(dialect: Dialect, psycopg: bool, statement_timeout: float | None) -> bool:
-    """Whether a direct runner can keep ``statement_timeout``: on PostgreSQL it is sent in
-    one message or pipeline with the statement, which psycopg and psycopg2 can do (SQLite's
-    is the busy timeout of the engine)."""
+    """Whether the asyncio direct runner can keep ``statement_timeout``: on PostgreSQL it
+    is sent in one pipeline with the statement, which psycopg offers and asyncpg does not
+    (SQLite's is the busy timeout of the engine). Every sync driver the store knows can."""
     return statement_timeout is None or dialect.name != "postgresql" or psycopg
 
 

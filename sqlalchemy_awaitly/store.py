@@ -22,14 +22,13 @@ from .base import (
 )
 from .calls import Call
 from .config import UNSET, Unset
-from .dbapi import Psycopg, Psycopg2, sync_driver
+from .dbapi import sync_driver
 from .ddl import prepare_table
 from .errors import ConfigurationError
 from .execution import (
     DirectRunner,
     EngineRunner,
     connect,
-    direct_timeout,
     run_on_connection,
 )
 from .schema import DEFAULT_TABLE_NAME
@@ -130,14 +129,12 @@ class SQLAlchemyKeyValueStore:
             return self._runner
 
     def _runner_for(self, statements: Statements, label: str) -> DirectRunner | EngineRunner:
-        """The direct runner where the driver allows (a statement timeout is sent with the
-        statement, by psycopg and psycopg2); otherwise statements go through a Connection."""
+        """The direct runner on every driver it knows (each keeps a statement timeout:
+        psycopg and psycopg2 send it with the statement, SQLite's is the engine's busy
+        timeout); otherwise statements go through a Connection."""
         timeout = self._options.statement_timeout
-        dialect = self.engine.dialect
-        driver = sync_driver(dialect, self._options.prepare)
-        if driver is None or not direct_timeout(
-            dialect, isinstance(driver, (Psycopg, Psycopg2)), timeout
-        ):
+        driver = sync_driver(self.engine.dialect, self._options.prepare)
+        if driver is None:
             return EngineRunner(self.engine, label, timeout)
         return DirectRunner(self.engine, statements, label, driver, timeout)
 
