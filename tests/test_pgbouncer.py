@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -88,6 +88,25 @@ def _crowd(target: Any, *args: Any) -> list[tuple[str, Any, int]]:
                 child.kill()
                 child.join(10)
     return results
+
+
+def _in_threads(work: Callable[[int], None], count: int) -> None:
+    """``work(n)`` in ``count`` threads at once; fails on a thread that hangs or raises."""
+    errors: list[BaseException] = []
+
+    def each(n: int) -> None:
+        try:
+            work(n)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=each, args=(n,)) for n in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(JOIN_SECONDS)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
 
 
 def _no_advisory_locks(postgres: PostgresHandle) -> None:
@@ -177,25 +196,15 @@ def test_a_callers_engine_that_prepares_is_left_alone_and_the_store_does_not(
     ``prepare_threshold=None`` the store opts out per statement instead."""
     engine = create_engine(bouncer.url, pool_size=2, max_overflow=0)  # the bouncer's own size
     store = SQLAlchemyKeyValueStore(engine=engine, table_name=table_name, prepare_threshold=None)
-    errors: list[BaseException] = []
 
     def work(n: int) -> None:
-        try:
-            for i in range(150):
-                store.set(f"t{n}", str(i))
-                assert store.get(f"t{n}") == str(i)
-                assert store.add(f"t{n}:{i}", "x") is True
-        except BaseException as e:
-            errors.append(e)
+        for i in range(150):
+            store.set(f"t{n}", str(i))
+            assert store.get(f"t{n}") == str(i)
+            assert store.add(f"t{n}:{i}", "x") is True
 
     try:
-        threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(JOIN_SECONDS)
-        assert not any(t.is_alive() for t in threads)
-        assert errors == []
+        _in_threads(work, 4)
         with engine.connect() as conn:
             threshold = conn.connection.driver_connection.prepare_threshold  # type: ignore[union-attr]
         assert threshold == 5  # the caller's own setting, untouched
@@ -217,27 +226,17 @@ def test_named_statements_go_through_transaction_pooling(
     store = SQLAlchemyKeyValueStore(
         bouncer.url, table_name=table_name, pool={"pool_size": 8, "max_overflow": 0}
     )
-    errors: list[BaseException] = []
 
     def work(n: int) -> None:
-        try:
-            store.set(f"lease{n}", "tok")
-            for i in range(100):
-                assert store.set_guarded(f"t{n}", str(i), guard_key=f"lease{n}", guard_value="tok")
-                assert store.get(f"t{n}") == str(i)
-                assert store.add(f"t{n}:{i}", "x") is True
-                assert store.delete(f"t{n}:{i}") is True
-        except BaseException as e:
-            errors.append(e)
+        store.set(f"lease{n}", "tok")
+        for i in range(100):
+            assert store.set_guarded(f"t{n}", str(i), guard_key=f"lease{n}", guard_value="tok")
+            assert store.get(f"t{n}") == str(i)
+            assert store.add(f"t{n}:{i}", "x") is True
+            assert store.delete(f"t{n}:{i}") is True
 
     try:
-        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(JOIN_SECONDS)
-        assert not any(t.is_alive() for t in threads)
-        assert errors == []
+        _in_threads(work, 8)
         held = raw_rows(
             bouncer.url, "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'awaitly%'"
         )
