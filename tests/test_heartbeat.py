@@ -151,3 +151,31 @@ def test_the_timer_ends_once_no_run_waits() -> None:
         assert renewed.wait(WAIT)
     finally:
         timer.stop(again)
+
+
+def test_runs_wake_the_timer_only_when_due_sooner_than_it_wakes() -> None:
+    """Waking the timer hands it the GIL: at each run's start and end, that cost a
+    10-step run 5% of its wall time (``benchmarks/bench_drivers.py``, row 6)."""
+    timer = Heartbeats(idle=2.0)
+    woken: list[int] = []
+    notify = timer._due.notify
+    timer._due.notify = lambda n=1: woken.append(n) or notify(n)  # type: ignore[method-assign]
+    timer.stop(timer.start(lambda r: True, lease(30.0)))  # the timer, now waiting to idle
+    deadline = time.monotonic() + WAIT
+    while True:
+        with timer._due:
+            if timer._wakes <= time.monotonic() + 2.0:
+                break
+        assert time.monotonic() < deadline, "the timer never went back to idling"
+        time.sleep(0.001)
+    before = len(woken)
+    for _ in range(100):  # runs ending well before the timer wakes by itself
+        timer.stop(timer.start(lambda r: True, lease(30.0)))
+    assert len(woken) == before
+    renewed = threading.Event()
+    soon = timer.start(lambda r: renewed.set() or True, lease(0.02))  # due before it wakes
+    try:
+        assert renewed.wait(WAIT)
+    finally:
+        timer.stop(soon)
+    assert len(woken) > before
