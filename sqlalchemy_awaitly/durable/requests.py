@@ -4,6 +4,10 @@ A plan is a generator: it yields one of these requests and receives the
 answer, or the exception, from a driver (``drivers.py``) that performs it
 with blocking calls or with ``await``; so a run's decisions are written once
 for both flavours.
+
+A run makes a request or two per step, so they are plain slotted dataclasses:
+a frozen one's ``__init__`` costs four times as much. Nothing changes a
+request once it is made.
 """
 
 from __future__ import annotations
@@ -24,12 +28,12 @@ T = TypeVar("T")
 # --- I/O requests -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Load:
     key: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Save:
     """Upsert ``key``. With ``guard`` (a lease's key and value), only while the lease
     holds: the answer is False if it was lost. ``seq`` orders snapshots of one run:
@@ -43,7 +47,7 @@ class Save:
     seq: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Delete:
     """Delete ``key``; with ``guard``, only while the lease holds, and with ``release``
     the lease row too, in the same statement (True: the lease held, both are gone)."""
@@ -53,13 +57,13 @@ class Delete:
     release: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Touch:
     key: str
     ttl: float | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Acquire:
     """Insert ``key`` unless a live row holds it (a lease; an idempotency claim)."""
 
@@ -68,7 +72,7 @@ class Acquire:
     ttl: float | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Renew:
     """Extend a lease, only while it still holds its owner's value (the heartbeat)."""
 
@@ -77,28 +81,28 @@ class Renew:
     ttl: float
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Release:
     key: str
     value: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Keys:
     prefix: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class LoadMany:
     keys: list[str]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class DeleteMany:
     keys: list[str]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Call:
     """Call user code (a step, a hook); the driver awaits it in the asyncio flavour."""
 
@@ -107,7 +111,7 @@ class Call:
     limit: Timeout | None = None  # a step's attempt: TimedOut past it
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Spawn:
     """Start a group's ``members`` (id, function) side by side, at most ``limit`` at a
     time (None: all at once). The answer is the driver's handle of the group."""
@@ -116,7 +120,7 @@ class Spawn:
     limit: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NextDone:
     """Wait for the next member of ``group`` to end. The answer: (member id, what it
     returned, None) or (member id, None, the exception it raised)."""
@@ -124,7 +128,7 @@ class NextDone:
     group: Any
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Abandon:
     """Stop waiting for ``group``: members not started never start, asyncio members
     still running are cancelled (sync ones run on unwatched: Python cannot stop a thread)."""
@@ -132,7 +136,7 @@ class Abandon:
     group: Any
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Pause:
     """Wait ``seconds`` on the run's clock: between a step's attempts, or ``step.sleep``."""
 
@@ -140,37 +144,37 @@ class Pause:
     clock: Clock
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Begin:
     """Open a transaction on the store's engine; ``session``: hand the step a Session."""
 
     session: bool
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Flush:
     """Write a step's pending Session changes now, so their errors are the step's."""
 
     tx: Any
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Finish:
     tx: Any
     commit: bool
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RunBody:
     state: RunState
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StartHeartbeat:
     state: RunState
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StopHeartbeat:
     state: RunState
 
