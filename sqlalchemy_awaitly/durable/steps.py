@@ -597,15 +597,15 @@ def _outcome_of(state: RunState, key: str, raw: Any) -> tuple[dict[str, Any], Re
         return nothing_outcome(), Ok(None)
     try:
         if isinstance(raw, Thrown):
-            check_json(raw.err.error, f"the error value of step {key!r}")
+            check_json(raw.err.error, "the error value of step", key)
             err = json_text.copy_of(raw.err)
             stored = timeout_failure(err.error) if raw.timed_out else returned_failure(err, "throw")
             return stored, raw.err
         if isinstance(raw, Err):
-            check_json(raw.error, f"the error value of step {key!r}")
+            check_json(raw.error, "the error value of step", key)
             return returned_failure(json_text.copy_of(raw)), raw
         value = raw.value if isinstance(raw, Ok) else raw
-        check_json(value, f"the value of step {key!r}")
+        check_json(value, "the value of step", key)
         return success_outcome(json_text.copy_of(value)), Ok(value)
     except DurableUsageError as e:
         raise _usage(state, e) from None

@@ -39,12 +39,16 @@ _UNEXPECTED = {
 }
 
 
-def check_json(value: Any, where: str) -> Any:
-    """``value`` itself if JSON round-trips it exactly; else :class:`UnsupportedValueError`."""
+def check_json(value: Any, where: str, key: str | None = None) -> Any:
+    """``value`` itself if JSON round-trips it exactly; else :class:`UnsupportedValueError`
+    naming it as ``where`` (followed by ``key``, quoted: formatted only for the error,
+    since every step's value is checked)."""
     problem = _json_problem(value, "", 0)
     if problem is not None:
         path, reason = problem
         at = f" at {path}" if path else ""
+        if key is not None:
+            where = f"{where} {key!r}"
         raise UnsupportedValueError(
             f"{where}{at} is {reason}: JSON (and so a resumed run) would not give it back "
             f"unchanged; convert it first (e.g. str(), .isoformat(), list())"
