@@ -201,6 +201,12 @@ class AsyncSQLAlchemyKeyValueStore:
     ) -> bool:
         return await self._run(self._calls.add(key, value, ttl), connection)
 
+    async def add_and_get(
+        self, key: str, value: str, ttl: Ttl = None, *, other_key: str
+    ) -> tuple[bool, str | None]:
+        """As the sync store's: one round trip on psycopg, two calls on other drivers."""
+        return await self._run(self._calls.add_and_get(key, value, ttl, other_key), None)
+
     async def set_guarded(
         self,
         key: str,

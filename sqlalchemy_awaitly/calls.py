@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 from .dbapi import Outcome
@@ -95,6 +96,14 @@ def _rowcount(outcome: Outcome) -> int:
     return max(outcome.rowcount, 0)
 
 
+def _held_and_other(
+    key: str, value: str, other_key: str, outcome: Outcome
+) -> tuple[bool, str | None]:
+    """Whether ``key`` holds ``value`` now, and ``other_key``'s value (``add_and_get``)."""
+    found = _pairs(outcome)
+    return found.get(key) == value, found.get(other_key)
+
+
 def _first_row(outcome: Outcome) -> tuple[Any, ...]:
     return tuple(outcome.rows[0])
 
@@ -154,6 +163,16 @@ class Calls:
         key = check_key(key)
         params = {"key": key, "value": check_value(key, value), "ttl": check_ttl(ttl)}
         return Call("add", params, _any_row)
+
+    def add_and_get(
+        self, key: str, value: str, ttl: Ttl, other_key: str
+    ) -> Call[tuple[bool, str | None]]:
+        key, other_key = check_key(key), check_key(other_key)
+        if other_key == key:
+            raise InvalidInputError(f"add_and_get reads a key other than the one it adds: {key!r}")
+        value = check_value(key, value)
+        params = {"key": key, "value": value, "ttl": check_ttl(ttl), "other_key": other_key}
+        return Call("add_and_get", params, partial(_held_and_other, key, value, other_key))
 
     def touch(self, key: str, ttl: Ttl, if_value: str | None = None) -> Call[bool]:
         key = check_key(key)

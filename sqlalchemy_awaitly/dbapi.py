@@ -80,14 +80,27 @@ class SyncDriver(Protocol):
 
     def broken(self, conn: Any) -> bool: ...
 
+    @property
+    def several(self) -> bool:
+        """Whether one message may hold several statements (``Op.before``): the drivers
+        that bind values client-side."""
+        ...
+
     def send(
-        self, held: Held, sql: str, args: Params, timeout: str | None, named: Named | None
+        self,
+        held: Held,
+        sql: str,
+        args: Params,
+        timeout: str | None,
+        named: Named | None,
+        lead: int = 0,
     ) -> Any:
         """Run one statement on ``held``; return the cursor holding its result.
 
         ``timeout``: a ``statement_timeout`` for it alone (psycopg only: the store
         picks another runner otherwise); ``named``: the statement by name, for a
-        driver that can run it so (:mod:`named_statements`)."""
+        driver that can run it so (:mod:`named_statements`); ``lead``: statements
+        in ``sql`` ahead of the one whose result is read (only if :attr:`several`)."""
         ...
 
 
@@ -136,6 +149,7 @@ class Psycopg:
         self.error: type[Exception] = psycopg.Error
         self.client_cursor: Any = psycopg.ClientCursor
         self.refused = False  # the database would not prepare: statements run unprepared
+        self.several = True  # through a ClientCursor
         self._idle = psycopg.pq.TransactionStatus.IDLE
 
     def by_name(self, conn: Any) -> bool:
@@ -147,7 +161,13 @@ class Psycopg:
         refused(error)
 
     def send(
-        self, held: Held, sql: str, args: Params, timeout: str | None, named: Named | None
+        self,
+        held: Held,
+        sql: str,
+        args: Params,
+        timeout: str | None,
+        named: Named | None,
+        lead: int = 0,
     ) -> Any:
         conn = held.connection
         if named is not None and self.by_name(conn):
@@ -155,6 +175,10 @@ class Psycopg:
                 return self._send_named(held, named, args, timeout)
             except PrepareRefused as e:
                 self.give_up_names(e)
+        if lead:  # several statements: one message, as only client-side binding sends it
+            cur = kept_cursor(held, CLIENT, self.client_cursor)
+            cur.execute(with_timeout(sql, timeout), args, prepare=False)
+            return at_result(cur, lead + (timeout is not None))
         cur = kept_cursor(held)
         if timeout is None:
             cur.execute(sql, args, prepare=self.prepare)
@@ -208,6 +232,11 @@ def send_named(
         return at_result(cur, before if psycopg else 0)
 
 
+def with_timeout(sql: str, timeout: str | None) -> str:
+    """``sql`` behind the ``statement_timeout`` for its message's transaction, if any."""
+    return sql if timeout is None else f"{timeout_statement(timeout)}; {sql}"
+
+
 def send_plain(held: Held, sql: str, args: Params, timeout: str | None) -> Any:
     """For a driver with no statement timeout of its own nor names (sqlite3)."""
     assert timeout is None  # the store picks the direct runner for them only without one
@@ -233,10 +262,17 @@ class Psycopg2:
         self.error: type[Exception] = dbapi.Error
         self.prepare = prepare
         self.refused = False  # as Psycopg's
+        self.several = True  # it binds client-side; a cursor keeps the last result
         self._idle = dbapi.extensions.TRANSACTION_STATUS_IDLE
 
     def send(
-        self, held: Held, sql: str, args: Params, timeout: str | None, named: Named | None
+        self,
+        held: Held,
+        sql: str,
+        args: Params,
+        timeout: str | None,
+        named: Named | None,
+        lead: int = 0,
     ) -> Any:
         cur = kept_cursor(held)
         if named is not None and self.prepare is not False and not self.refused:
@@ -245,10 +281,7 @@ class Psycopg2:
             except PrepareRefused as e:
                 self.refused = True
                 refused(e)
-        if timeout is None:
-            cur.execute(sql, args)
-        else:  # one message, one transaction: the bound covers the statement alone
-            cur.execute(f"{timeout_statement(timeout)}; {sql}", args)
+        cur.execute(with_timeout(sql, timeout), args)  # one message, one transaction
         return cur
 
     def enter_autocommit(self, conn: Any) -> object:
@@ -269,6 +302,7 @@ class Sqlite3:
 
     def __init__(self, dbapi: Any) -> None:
         self.error: type[Exception] = dbapi.Error
+        self.several = False  # sqlite3 runs one statement per execute()
 
     def enter_autocommit(self, conn: Any) -> object:
         return isolation_none(conn)
@@ -283,8 +317,15 @@ class Sqlite3:
         return False
 
     def send(
-        self, held: Held, sql: str, args: Params, timeout: str | None, named: Named | None
+        self,
+        held: Held,
+        sql: str,
+        args: Params,
+        timeout: str | None,
+        named: Named | None,
+        lead: int = 0,
     ) -> Any:
+        assert not lead
         return send_plain(held, sql, args, timeout)
 
 

@@ -28,6 +28,7 @@ from .dbapi import (
     isolation_back,
     isolation_none,
     kept_cursor,
+    with_timeout,
 )
 from .named_statements import Named, PrepareRefused, messages, names_in
 from .pool_checkout import Held
@@ -49,6 +50,11 @@ class AsyncDriver(Protocol):
 
     def broken(self, conn: Any) -> bool: ...
 
+    @property
+    def several(self) -> bool:
+        """As ``SyncDriver.several``: psycopg only."""
+        ...
+
     async def send(
         self,
         held: Held,
@@ -57,9 +63,11 @@ class AsyncDriver(Protocol):
         returns_rows: bool,
         timeout: str | None,
         named: Named | None,
+        lead: int = 0,
     ) -> Outcome:
         """Run one statement (after ``set_config`` of ``timeout``, if given, where supported;
-        by name where ``named`` is given and the driver can, see :mod:`named_statements`)."""
+        by name where ``named`` is given and the driver can, see :mod:`named_statements`;
+        the last of ``lead`` + 1 statements in one message, where :attr:`several`)."""
         ...
 
     def translated(self, adapted: Any, error: Exception) -> Exception:
@@ -85,6 +93,7 @@ class AsyncPsycopg:
         self.error: type[Exception] = psycopg.Error
         self._sync = Psycopg(prepare)
         self._client_cursor: Any = psycopg.AsyncClientCursor
+        self.several = True
 
     async def enter_autocommit(self, conn: Any) -> object:
         if conn.autocommit:
@@ -110,6 +119,7 @@ class AsyncPsycopg:
         returns_rows: bool,
         timeout: str | None,
         named: Named | None,
+        lead: int = 0,
     ) -> Outcome:
         if named is not None and self._sync.by_name(held.connection):
             try:
@@ -117,6 +127,11 @@ class AsyncPsycopg:
                 return Outcome(await cur.fetchall() if returns_rows else [], cur.rowcount)
             except PrepareRefused as e:
                 self._sync.give_up_names(e)
+        if lead:  # as Psycopg.send
+            cur = kept_cursor(held, CLIENT, self._client_cursor)
+            await cur.execute(with_timeout(sql, timeout), args, prepare=False)
+            cur = at_result(cur, lead + (timeout is not None))
+            return Outcome(await cur.fetchall() if returns_rows else [], cur.rowcount)
         cur = kept_cursor(held, CURSOR)
         prepare = self.prepare
         if timeout is None:
@@ -154,6 +169,7 @@ class Asyncpg:
 
     def __init__(self, dbapi: Any) -> None:
         self.error: type[Exception] = dbapi.Error
+        self.several = False  # a statement with arguments is one message of its own
 
     async def enter_autocommit(self, conn: Any) -> object:
         return UNCHANGED  # asyncpg has no mode: no transaction open is autocommit
@@ -175,7 +191,9 @@ class Asyncpg:
         returns_rows: bool,
         timeout: str | None,
         named: Named | None,
+        lead: int = 0,
     ) -> Outcome:
+        assert not lead
         conn = held.connection
         if returns_rows:
             rows = await conn.fetch(sql, *args)
@@ -197,6 +215,7 @@ class Aiosqlite:
 
     def __init__(self, dbapi: Any) -> None:
         self.error: type[Exception] = dbapi.Error
+        self.several = False
 
     async def enter_autocommit(self, conn: Any) -> object:
         return isolation_none(conn)
@@ -218,7 +237,9 @@ class Aiosqlite:
         returns_rows: bool,
         timeout: str | None,
         named: Named | None,
+        lead: int = 0,
     ) -> Outcome:
+        assert not lead
         conn = held.connection
         changes = conn.total_changes
         rows = await conn.execute_fetchall(sql, args)

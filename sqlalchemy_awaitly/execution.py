@@ -36,7 +36,7 @@ from .dbapi import Outcome, Params, Psycopg, Psycopg2, Rows, SyncDriver
 from .dbapi_async import AsyncDriver
 from .errors import AwaitlyStoreError, PoolExhaustedError
 from .faults import Fault, classify, judge, unreachable
-from .named_statements import Named, nameable, named
+from .named_statements import Named, in_one_message, nameable, named
 from .pool_checkout import Checkouts, Held
 from .pool_guards import guard_pool
 from .statements import Op, Statements
@@ -51,6 +51,7 @@ class CompiledOp:
     fixed_params: Mapping[str, Any]
     positions: tuple[str, ...] | None = None
     named: Named | None = None  # psycopg: the statement by name (``named_statements``)
+    lead: int = 0  # statements in ``sql`` ahead of the op's own (``Op.before``, in one message)
 
     def args(self, params: Mapping[str, Any]) -> Params:
         merged = {**self.fixed_params, **params} if self.fixed_params else params
@@ -69,18 +70,42 @@ def direct_timeout(dialect: Dialect, psycopg: bool, statement_timeout: float | N
     return statement_timeout is None or dialect.name != "postgresql" or psycopg
 
 
-def compile_ops(statements: Statements, dialect: Dialect) -> dict[Op, CompiledOp]:
-    """Compile every statement once; keep any parameters SQLAlchemy fixed itself."""
+def compile_ops(
+    statements: Statements, dialect: Dialect, several: bool = False
+) -> dict[Op, CompiledOp]:
+    """Compile every statement once; keep any parameters SQLAlchemy fixed itself.
+
+    ``several``: the driver takes several statements in one message (client-side
+    binding), so an op with ``before`` is compiled as all of them together; else
+    each is compiled alone, to be run in turn.
+    """
     compiled: dict[Op, CompiledOp] = {}
     for op in statements.all_ops():
-        c = cast(SQLCompiler, cast(ClauseElement, op.statement).compile(dialect=dialect))
-        fixed = {k: v for k, v in c.params.items() if v is not None}
-        positions = tuple(c.positiontup) if c.positional and c.positiontup else None
-        by_name = None
-        if dialect.name == "postgresql" and dialect.driver in BY_NAME_DRIVERS:
-            by_name = named(c.string) if nameable(c) else None
-        compiled[op] = CompiledOp(op, c.string, fixed, positions, by_name)
+        for one in (*op.before, op):
+            compiled[one] = _compiled(one, dialect)
+        if op.before and several:
+            parts = [compiled[one] for one in (*op.before, op)]
+            assert all(part.positions is None for part in parts)  # client-side binding
+            names = tuple(part.named for part in parts if part.named is not None)
+            compiled[op] = CompiledOp(
+                op,
+                "; ".join(part.sql for part in parts),
+                {k: v for part in parts for k, v in part.fixed_params.items()},
+                None,
+                in_one_message(names) if len(names) == len(parts) else None,
+                lead=len(op.before),
+            )
     return compiled
+
+
+def _compiled(op: Op, dialect: Dialect) -> CompiledOp:
+    c = cast(SQLCompiler, cast(ClauseElement, op.statement).compile(dialect=dialect))
+    fixed = {k: v for k, v in c.params.items() if v is not None}
+    positions = tuple(c.positiontup) if c.positional and c.positiontup else None
+    by_name = None
+    if dialect.name == "postgresql" and dialect.driver in BY_NAME_DRIVERS:
+        by_name = named(c.string) if nameable(c) else None
+    return CompiledOp(op, c.string, fixed, positions, by_name)
 
 
 def outcome_of(result: Any, returns_rows: bool) -> Outcome:
@@ -174,7 +199,7 @@ class DirectRunner:
         self._engine = engine
         self._driver = driver
         self._checkouts = Checkouts(engine, guard_pool(engine), driver.in_transaction)
-        self._compiled = compile_ops(statements, engine.dialect)
+        self._compiled = compile_ops(statements, engine.dialect, driver.several)
         self._failures = _DriverFailures(engine.dialect, table, driver.error)
         self._timeout = _server_timeout(engine.dialect, statement_timeout)
         assert self._timeout is None or isinstance(driver, (Psycopg, Psycopg2))
@@ -187,6 +212,13 @@ class DirectRunner:
 
     def run(self, op: Op, params: Mapping[str, Any]) -> Outcome:
         compiled = self._compiled[op]
+        if op.before and not compiled.lead:  # a driver that takes one statement a message
+            for first in op.before:
+                self._send(self._compiled[first], params)
+        return self._send(compiled, params)
+
+    def _send(self, compiled: CompiledOp, params: Mapping[str, Any]) -> Outcome:
+        op = compiled.op
         args = compiled.args(params)
         rows = op.returns_rows
         driver = self._driver
@@ -198,7 +230,9 @@ class DirectRunner:
                 try:
                     before = driver.enter_autocommit(conn)  # a caller's engine: for this call
                     try:
-                        cur = driver.send(held, compiled.sql, args, self._timeout, compiled.named)
+                        cur = driver.send(
+                            held, compiled.sql, args, self._timeout, compiled.named, compiled.lead
+                        )
                         return Outcome(cur.fetchall() if rows else [], cur.rowcount)
                     finally:
                         driver.leave_autocommit(conn, before)
@@ -235,7 +269,7 @@ class AsyncDirectRunner:
         self._engine = engine
         self._driver = driver
         self._checkouts = Checkouts(sync_engine, guard_pool(sync_engine), driver.in_transaction)
-        self._compiled = compile_ops(statements, engine.dialect)
+        self._compiled = compile_ops(statements, engine.dialect, driver.several)
         self._failures = _DriverFailures(engine.dialect, table, driver.error)
         self._timeout = _server_timeout(engine.dialect, statement_timeout)
 
@@ -250,6 +284,13 @@ class AsyncDirectRunner:
 
     async def run(self, op: Op, params: Mapping[str, Any]) -> Outcome:
         compiled = self._compiled[op]
+        if op.before and not compiled.lead:  # as DirectRunner.run
+            for first in op.before:
+                await self._send(self._compiled[first], params)
+        return await self._send(compiled, params)
+
+    async def _send(self, compiled: CompiledOp, params: Mapping[str, Any]) -> Outcome:
+        op = compiled.op
         args = compiled.args(params)
         driver = self._driver
         for attempt in (1, 2):
@@ -260,7 +301,13 @@ class AsyncDirectRunner:
                     before = await driver.enter_autocommit(conn)
                     try:
                         return await driver.send(
-                            held, compiled.sql, args, op.returns_rows, self._timeout, compiled.named
+                            held,
+                            compiled.sql,
+                            args,
+                            op.returns_rows,
+                            self._timeout,
+                            compiled.named,
+                            compiled.lead,
                         )
                     finally:
                         await driver.leave_autocommit(conn, before)
@@ -330,13 +377,26 @@ class EngineRunner:
             with connect(self._engine) as conn:
                 try:
                     if self._timeout is None:
-                        return outcome_of(conn.execute(op.statement, params), op.returns_rows)
+                        return _executed(conn, op, params)
                     with conn.begin():
                         conn.execute(_SET_TIMEOUT_PARAM, {"ms": self._timeout})
-                        return outcome_of(conn.execute(op.statement, params), op.returns_rows)
+                        return _executed(conn, op, params)
                 except exc.DBAPIError as e:
                     _settle(op, e, self._table, may_repeat=attempt == 1)
         raise AssertionError("unreachable: the second attempt returns or raises")
+
+
+def _executed(conn: Connection, op: Op, params: Mapping[str, Any]) -> Outcome:
+    """``op``'s outcome on ``conn``, the statements it has ``before`` run first."""
+    for first in op.before:
+        conn.execute(first.statement, params)
+    return outcome_of(conn.execute(op.statement, params), op.returns_rows)
+
+
+async def _executed_async(conn: AsyncConnection, op: Op, params: Mapping[str, Any]) -> Outcome:
+    for first in op.before:
+        await conn.execute(first.statement, params)
+    return outcome_of(await conn.execute(op.statement, params), op.returns_rows)
 
 
 class AsyncEngineRunner:
@@ -355,10 +415,10 @@ class AsyncEngineRunner:
             conn = await connect_async(self._engine)
             try:
                 if self._timeout is None:
-                    return outcome_of(await conn.execute(op.statement, params), op.returns_rows)
+                    return await _executed_async(conn, op, params)
                 async with conn.begin():
                     await conn.execute(_SET_TIMEOUT_PARAM, {"ms": self._timeout})
-                    return outcome_of(await conn.execute(op.statement, params), op.returns_rows)
+                    return await _executed_async(conn, op, params)
             except exc.DBAPIError as e:
                 _settle(op, e, self._table, may_repeat=attempt == 1)
             finally:
@@ -369,7 +429,7 @@ class AsyncEngineRunner:
 def run_on_connection(conn: Connection, op: Op, params: Mapping[str, Any], table: str) -> Outcome:
     """Run inside the caller's Connection (and its transaction, if one is open): no repeat."""
     try:
-        return outcome_of(conn.execute(op.statement, params), op.returns_rows)
+        return _executed(conn, op, params)
     except exc.DBAPIError as e:
         _settle(op, e, table, may_repeat=False)
         raise  # a caller's transaction is never repeated: _settle always raises
@@ -379,7 +439,7 @@ async def run_on_async_connection(
     conn: AsyncConnection, op: Op, params: Mapping[str, Any], table: str
 ) -> Outcome:
     try:
-        return outcome_of(await conn.execute(op.statement, params), op.returns_rows)
+        return await _executed_async(conn, op, params)
     except exc.DBAPIError as e:
         _settle(op, e, table, may_repeat=False)
         raise  # a caller's transaction is never repeated: _settle always raises

@@ -54,17 +54,34 @@ class Named:
     name: str
     execute: str  # EXECUTE name(%(a)s, ...), for client-side binding
     prepare: str  # a DO block that prepares it in this session unless it is there
+    names: tuple[str, ...] = ()  # every name it runs: several, for :func:`in_one_message`
+    statements: int = 1  # in ``execute`` (and DO blocks in ``prepare``); the last is read
 
     def message(self, timeout: str | None, prepare: bool) -> tuple[str, int]:
         """The text to send, and how many results come before the statement's own."""
+        ahead = self.statements - 1
         if timeout is None and not prepare:
-            return self.execute, 0  # nearly every call
+            return self.execute, ahead  # nearly every call
         parts = []
         if timeout is not None:
             parts.append(timeout_statement(timeout))
+            ahead += 1
         if prepare:
             parts.append(self.prepare)
-        return "; ".join([*parts, self.execute]), len(parts)
+            ahead += self.statements
+        return "; ".join([*parts, self.execute]), ahead
+
+
+def in_one_message(statements: tuple[Named, ...]) -> Named:
+    """Several named statements sent as one message (one transaction), the last one's
+    result read: a lease taken and its row read in one round trip."""
+    return Named(
+        statements[-1].name,
+        "; ".join(n.execute for n in statements),
+        "; ".join(n.prepare for n in statements),
+        tuple(name for n in statements for name in n.names),
+        len(statements),
+    )
 
 
 def timeout_statement(timeout: str) -> str:
@@ -97,7 +114,7 @@ def named(sql: str) -> Named:
         f"END IF; END{_OUTER}"
     )
     # Client-side binding reads placeholders in the whole text: a % of the SQL is doubled.
-    return Named(name, execute, prepare.replace("%", "%%"))
+    return Named(name, execute, prepare.replace("%", "%%"), (name,))
 
 
 def nameable(compiled: SQLCompiler) -> bool:
@@ -128,19 +145,20 @@ def messages(named: Named, have: set[str], timeout: str | None) -> Sends:
     error is raised again; a refused ``DO`` block raises :class:`PrepareRefused`. One
     flow for the drivers, sync and asyncio, that only do the sending.
     """
-    if named.name in have:
+    names = named.names
+    if names[-1] in have and (len(names) == 1 or have.issuperset(names)):
         error = yield named.message(timeout, prepare=False)
         if error is None:
             return
         if sqlstate_of(error) != NOT_PREPARED:
             raise error
-        have.discard(named.name)  # another server session, or DISCARD ALL
+        have.difference_update(names)  # another server session, or DISCARD ALL
     error = yield named.message(timeout, prepare=True)
     if error is not None:
-        if sqlstate_of(error) in REFUSED:  # nothing ran: the DO block comes first
+        if sqlstate_of(error) in REFUSED:  # nothing ran: the DO blocks come first
             raise PrepareRefused() from error
         raise error
-    have.add(named.name)
+    have.update(names)
 
 
 class PrepareRefused(Exception):

@@ -6,7 +6,7 @@ connection, or a caller's own Connection), all run these same statements.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import (
@@ -48,6 +48,9 @@ class Op:
     statement: Executable
     returns_rows: bool
     repeatable: bool
+    before: tuple[Op, ...] = ()
+    """Statements run ahead of this one, in the same message where the driver takes
+    several (psycopg, psycopg2), else each in turn; only this one's rows are read."""
 
 
 class Statements:
@@ -217,6 +220,21 @@ class Statements:
         )
         self.scan_from_match = Op(
             "scan_from_match", scan.where(lower, matches, live), True, repeatable=True
+        )
+
+        # A lease taken and the row it guards read, in one round trip (a run's start).
+        # The read is a statement of its own, so it sees what a lease holder wrote
+        # before the lease came free. It reads the lease row too: whether it holds
+        # the caller's token is the answer, so the pair may run again after a lost
+        # reply (the add alone may not).
+        self.add_and_get = Op(
+            "add_and_get",
+            select(key_out, value_out).where(
+                t.key.in_([key, bindparam("other_key", type_=Text)]), live
+            ),
+            True,
+            repeatable=True,
+            before=(replace(self.add, name="add_and_get", repeatable=True),),
         )
 
         self.purge_batch = Op("purge_batch", self._purge_batch(expired), False, repeatable=False)

@@ -200,6 +200,20 @@ class SQLAlchemyKeyValueStore:
         """Store ``value`` unless a live row holds ``key``; True if stored. One statement."""
         return self._run(self._calls.add(key, value, ttl), connection)
 
+    def add_and_get(
+        self, key: str, value: str, ttl: Ttl = None, *, other_key: str
+    ) -> tuple[bool, str | None]:
+        """``add``, then the value under ``other_key``, in one round trip on psycopg and
+        psycopg2 (a message of two statements; two calls on other drivers).
+
+        The first answer is whether ``key`` holds ``value`` afterwards: with a value
+        no one else writes (a lease's token) that is whether this call added it, and
+        it stays true if the call is sent again after a lost reply. The read is a
+        statement of its own, after the add: it sees whatever was committed before
+        the add took the row.
+        """
+        return self._run(self._calls.add_and_get(key, value, ttl, other_key), None)
+
     def set_guarded(
         self,
         key: str,

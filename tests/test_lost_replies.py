@@ -106,6 +106,12 @@ CASES: dict[str, Case] = {
         True,
         lambda s, k: s.get(k) == "v",
     ),
+    "add_and_get": Case(  # repeatable: the answer is read, not the add's own
+        lambda s, k: s.set(k + ":state", "saved"),
+        lambda s, k: s.add_and_get(k, "tok", 60, other_key=k + ":state"),
+        (True, "saved"),
+        lambda s, k: s.get(k) == "tok",
+    ),
     "get": Case(lambda s, k: s.set(k, "v"), lambda s, k: s.get(k), "v", lambda s, k: True),
     "exists": Case(lambda s, k: s.set(k, "v"), lambda s, k: s.exists(k), True, lambda s, k: True),
     "get_many": Case(

@@ -22,7 +22,8 @@ from sqlalchemy.engine import Engine, make_url
 from store_kinds import with_driver
 
 from sqlalchemy_awaitly import AsyncSQLAlchemyKeyValueStore, SQLAlchemyKeyValueStore
-from sqlalchemy_awaitly.named_statements import PREFIX, named
+from sqlalchemy_awaitly.execution import compile_ops
+from sqlalchemy_awaitly.named_statements import PREFIX, in_one_message, named
 from sqlalchemy_awaitly.schema import workflow_state_table
 
 ONE = {"pool_size": 1, "max_overflow": 0}
@@ -62,6 +63,17 @@ def test_the_message_puts_the_timeout_and_the_prepare_first() -> None:
     assert before == 2
     assert text_.startswith("SELECT set_config('statement_timeout', '250', true); DO ")
     assert text_.endswith("; " + n.execute)
+
+
+def test_statements_in_one_message_read_the_last_one() -> None:
+    first, second = named("SELECT %(a)s"), named("SELECT %(b)s, 1")
+    both = in_one_message((first, second))
+    assert both.names == (first.name, second.name)
+    assert both.message(None, prepare=False) == (f"{first.execute}; {second.execute}", 1)
+    text_, before = both.message("250", prepare=True)
+    assert before == 4  # the timeout, two DO blocks, the first EXECUTE
+    assert text_.endswith(f"; {first.execute}; {second.execute}")
+    assert text_.count("DO $awaitly$") == 2
 
 
 @pytest.fixture
@@ -157,6 +169,40 @@ def test_a_session_that_lost_its_statements_prepares_them_again(
         assert store.delete("new") is True
         assert store.get("new") is None
         assert {n for n in prepared(store) if n.startswith(PREFIX)}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("timeout", [None, 5.0])
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_message_of_two_statements_lacking_one_prepares_it_again(
+    driver: str, postgres: PostgresHandle, table: str, timeout: float | None
+) -> None:
+    """``add_and_get`` sends two EXECUTEs: a session that lacks the second answers 26000
+    with the first rolled back (one message, one transaction); both are sent again."""
+    with SQLAlchemyKeyValueStore(
+        url_of(postgres, driver), table_name=table, pool=ONE, statement_timeout=timeout
+    ) as store:
+        store.add("lock:0", "tok")
+        alone = prepared(store)
+        store.set("state", "saved")
+        assert store.add_and_get("lock:1", "tok", other_key="state") == (True, "saved")
+        read = prepared(store) - alone - {named_of(store, "set")}
+        assert len(read) == 1, read
+        in_session(store, f"DEALLOCATE {read.pop()}")
+        assert store.add_and_get("lock:2", "tok", other_key="state") == (True, "saved")
+        assert store.add_and_get("lock:2", "other", other_key="state") == (False, "saved")
+        in_session(store, "DEALLOCATE ALL")
+        assert store.add_and_get("lock:3", "tok", other_key="state") == (True, "saved")
+        assert len({n for n in prepared(store) if n.startswith(PREFIX)}) == 2  # add, read
+        assert store.get("lock:3") == "tok"
+
+
+def named_of(store: SQLAlchemyKeyValueStore, op: str) -> str:
+    """The server-side name of the store's statement ``op``."""
+    compiled = compile_ops(store._statements, store.engine.dialect)  # type: ignore[arg-type]
+    found = compiled[store._statements.op(op)].named  # type: ignore[union-attr]
+    assert found is not None
+    return found.name
 
 
 @pytest.mark.postgres
