@@ -1030,6 +1030,13 @@ class Recorder(MemoryStore):
         self.log.append(("add", (key, value, ttl), {}))
         return super().add(key, value, ttl)
 
+    def add_and_get(
+        self, key: str, value: str, ttl: float | None = None, *, other_key: str
+    ) -> tuple[bool, str | None]:
+        self.log.append(("add_and_get", (key, value, ttl), {"other_key": other_key}))
+        MemoryStore.add(self, key, value, ttl)  # not through the recording add and get
+        return MemoryStore.get(self, key) == value, MemoryStore.get(self, other_key)
+
     def delete(self, key: str, *, if_value: str | None = None) -> bool:
         self.log.append(("delete", (key,), {"if_value": if_value}))
         return super().delete(key, if_value=if_value)

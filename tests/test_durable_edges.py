@@ -21,6 +21,7 @@ from sqlalchemy_awaitly.durable import (
     Err,
     MemoryStore,
     Ok,
+    PersistenceFailed,
     VersionMismatch,
 )
 
@@ -349,3 +350,59 @@ def test_a_sync_step_that_returns_an_awaitable_is_a_usage_error(make: Any) -> No
 
     with pytest.raises(DurableUsageError, match="returned an awaitable"):
         durable.run(None, body, id="awaitable", store=MemoryStore())
+
+
+class StartLog(MemoryStore):
+    """The calls a run starts with; ``fail``: ``add_and_get`` takes the lease, then raises
+    (its reply lost twice, say)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.fail = fail
+        self.calls: list[str] = []
+
+    def add(self, key: str, value: str, ttl: float | None = None) -> bool:
+        self.calls.append("add")
+        return super().add(key, value, ttl)
+
+    def get(self, key: str) -> str | None:
+        self.calls.append("get")
+        return super().get(key)
+
+    def add_and_get(
+        self, key: str, value: str, ttl: float | None = None, *, other_key: str
+    ) -> tuple[bool, str | None]:
+        self.calls.append("add_and_get")
+        with self._lock:  # not through the logged add and get
+            taken = self._live(key) is None
+            if taken:
+                self._rows[key] = (value, self._expiry(ttl))
+            if self.fail:
+                raise ConnectionError("the reply was lost")
+            return taken, self._live(other_key)
+
+
+def test_a_run_takes_its_lease_and_loads_its_row_in_one_call() -> None:
+    store = StartLog()
+    assert durable.run(None, lambda step, deps: step(lambda: 1, key="a"), id="s", store=store).ok
+    assert store.calls[:1] == ["add_and_get"] and "add" not in store.calls
+    allowed = StartLog()
+    run = durable.run(
+        None,
+        lambda step, deps: step(lambda: 1, key="a"),
+        id="s",
+        store=allowed,
+        allow_concurrent=True,
+    )
+    assert run.ok and allowed.calls[:1] == ["get"]  # no lease: the row alone
+
+
+def test_a_lease_taken_by_a_failed_call_is_given_back() -> None:
+    store = StartLog(fail=True)
+    ran: list[str] = []
+    result = durable.run(
+        None, lambda step, deps: step(lambda: ran.append("a"), key="a"), id="f", store=store
+    )
+    assert isinstance(result, Err) and isinstance(result.error, PersistenceFailed), result
+    assert ran == [] and "ConnectionError" in repr(result.error)
+    assert store.get("workflow:lock:f") is None  # released: the id is free at once

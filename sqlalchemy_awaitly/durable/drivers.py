@@ -37,6 +37,7 @@ from .parallel import TaskGroup, ThreadGroup
 from .requests import (
     Abandon,
     Acquire,
+    AcquireAndLoad,
     Begin,
     Call,
     Delete,
@@ -152,6 +153,8 @@ def store_call(backend: SyncBackend | AsyncBackend, request: Request) -> object:
         return kv.touch(request.key, request.ttl)
     if isinstance(request, Acquire):
         return kv.add(request.key, request.value, request.ttl)
+    if isinstance(request, AcquireAndLoad):
+        return kv.add_and_get(request.key, request.value, request.ttl, other_key=request.load)
     if isinstance(request, Renew):
         return kv.touch(request.key, request.ttl, if_value=request.value)
     if isinstance(request, Release):

@@ -43,6 +43,14 @@ class MemoryStore:
             self._rows[key] = (value, self._expiry(ttl))
             return True
 
+    def add_and_get(
+        self, key: str, value: str, ttl: float | None = None, *, other_key: str
+    ) -> tuple[bool, str | None]:
+        """``add``, then ``other_key``'s value (a run's lease, then its state), as the
+        SQLAlchemy stores answer it: whether ``key`` holds ``value`` now."""
+        self.add(key, value, ttl)
+        return self.get(key) == value, self.get(other_key)
+
     def touch(self, key: str, ttl: float | None, *, if_value: str | None = None) -> bool:
         with self._lock:
             value = self._live(key)

@@ -29,6 +29,7 @@ from .cancel import adopted_cancel, text_or_none
 from .errors import DurableUsageError
 from .replies import acquire, delete_guarded, repeated_if_unknown
 from .requests import (
+    AcquireAndLoad,
     Call,
     Delete,
     Load,
@@ -169,9 +170,15 @@ def _idempotent_answer(o: RunOptions, text: str) -> Result[Any, Any] | None:
 
 
 def _leased(o: RunOptions, remark: str | None, trace: RunTrace | None) -> Plan[Result[Any, Any]]:
-    """Take the lease (and renew it from now on), then run; ``remark``: a marker to rewrite."""
+    """Take the lease (and renew it from now on) and load, then run; ``remark``: a
+    marker to rewrite."""
     lease = None
-    if not o.allow_concurrent:
+    if o.allow_concurrent:
+        try:
+            text = yield Load(o.state_key)
+        except Exception as e:
+            return Err(PersistenceFailed(o.workflow_id, "load", e))
+    else:
         lease = Lease(
             o.lock_prefix + o.workflow_id,
             lease_value(uuid.uuid4().hex, this_process()),
@@ -179,9 +186,12 @@ def _leased(o: RunOptions, remark: str | None, trace: RunTrace | None) -> Plan[R
             o.heartbeat_interval,
         )
         try:
-            acquired = yield from acquire(lease.key, lease.value, lease.ttl)
+            # One round trip: the lease, then the row, read after the lease is ours.
+            request = AcquireAndLoad(lease.key, lease.value, lease.ttl, o.state_key)
+            acquired, text = yield request
         except Exception as e:
-            return Err(PersistenceFailed(o.workflow_id, "load", e, "the lease"))
+            yield from _given_back(o, lease)
+            return Err(PersistenceFailed(o.workflow_id, "load", e, "the lease and the state"))
         if not acquired:
             return Err(ConcurrentExecution(o.workflow_id, "cross-process"))
     state = RunState(o, lease)
@@ -197,7 +207,7 @@ def _leased(o: RunOptions, remark: str | None, trace: RunTrace | None) -> Plan[R
                     return Err(
                         PersistenceFailed(o.workflow_id, "save", e, "the idempotency record")
                     )
-            result = yield from _loaded(o, state)
+            result = yield from _loaded(o, state, text)
             logs.ended(o.workflow_id, result, state.last_key)
             return result
         finally:
@@ -211,11 +221,17 @@ def _leased(o: RunOptions, remark: str | None, trace: RunTrace | None) -> Plan[R
                 log.warning("could not release the lease of %r; it expires", o.workflow_id)
 
 
-def _loaded(o: RunOptions, state: RunState) -> Plan[Result[Any, Any]]:
+def _given_back(o: RunOptions, lease: Lease) -> Plan[None]:
+    """After a failed attempt to take ``lease``, which it may have taken all the same
+    (a reply lost twice): release it if it is ours, else it blocks the id for a TTL."""
     try:
-        text = yield Load(o.state_key)
-    except Exception as e:
-        return Err(PersistenceFailed(o.workflow_id, "load", e))
+        yield from repeated_if_unknown(Release(lease.key, lease.value))
+    except Exception:
+        log.warning("could not release the lease of %r; it expires", o.workflow_id)
+
+
+def _loaded(o: RunOptions, state: RunState, text: str | None) -> Plan[Result[Any, Any]]:
+    """The run, from the row's ``text`` (None: no row, a new run)."""
     if text is not None:
         state.saved_text = text
         try:

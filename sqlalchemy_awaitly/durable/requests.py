@@ -73,6 +73,17 @@ class Acquire:
 
 
 @dataclass(slots=True)
+class AcquireAndLoad:
+    """``Acquire`` a lease, then ``Load`` the row it guards, in one round trip where the
+    store can. The answer: (the lease holds ``value`` now, the row's text or None)."""
+
+    key: str
+    value: str
+    ttl: float | None
+    load: str
+
+
+@dataclass(slots=True)
 class Renew:
     """Extend a lease, only while it still holds its owner's value (the heartbeat)."""
 
@@ -185,6 +196,7 @@ Request = (
     | Delete
     | Touch
     | Acquire
+    | AcquireAndLoad
     | Renew
     | Release
     | Keys
