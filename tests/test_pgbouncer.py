@@ -234,6 +234,13 @@ def test_named_statements_go_through_transaction_pooling(
             assert store.get(f"t{n}") == str(i)
             assert store.add(f"t{n}:{i}", "x") is True
             assert store.delete(f"t{n}:{i}") is True
+            # Two EXECUTEs in one message: a session may hold one name and not the other.
+            pair = store.add_and_get(f"l{n}:{i}", "tok", 60, other_key=f"t{n}")
+            assert pair == (True, str(i))
+            assert store.add_and_get(f"l{n}:{i}", "other", 60, other_key=f"t{n}") == (
+                False,
+                str(i),
+            )
 
     try:
         _in_threads(work, 8)
