@@ -42,6 +42,11 @@ class AsyncDriver(Protocol):
         """The base class of the errors :meth:`translated` gives."""
         ...
 
+    def in_autocommit(self, conn: Any) -> bool:
+        """True if ``conn`` is in autocommit already (the store's own engine): then
+        :meth:`enter_autocommit` is not awaited, nor :meth:`leave_autocommit`."""
+        ...
+
     async def enter_autocommit(self, conn: Any) -> object: ...
 
     async def leave_autocommit(self, conn: Any, before: object) -> None: ...
@@ -95,6 +100,9 @@ class AsyncPsycopg:
         self._client_cursor: Any = psycopg.AsyncClientCursor
         self.several = True
 
+    def in_autocommit(self, conn: Any) -> bool:
+        return bool(conn.autocommit)
+
     async def enter_autocommit(self, conn: Any) -> object:
         if conn.autocommit:
             return UNCHANGED
@@ -122,9 +130,19 @@ class AsyncPsycopg:
         lead: int = 0,
     ) -> Outcome:
         if named is not None and self._sync.by_name(held.connection):
-            try:
-                cur = await self._send_named(held, named, args, timeout)
-                return Outcome(await cur.fetchall() if returns_rows else [], cur.rowcount)
+            try:  # as dbapi.send_named (psycopg), awaited
+                cur = kept_cursor(held, CLIENT, self._client_cursor)
+                sends = messages(named, names_in(held.info, held.connection), timeout)
+                text, before = next(sends)
+                while True:
+                    try:
+                        await cur.execute(text, args, prepare=False)
+                    except self.error as e:
+                        text, before = sends.send(e)  # raises, or the message to send next
+                        continue
+                    next(sends, None)  # it ran: the session has the name
+                    cur = at_result(cur, before)
+                    return Outcome(await cur.fetchall() if returns_rows else [], cur.rowcount)
             except PrepareRefused as e:
                 self._sync.give_up_names(e)
         if lead:  # as Psycopg.send
@@ -143,20 +161,6 @@ class AsyncPsycopg:
                 await cur.execute(sql, args, prepare=prepare)
         return Outcome(await cur.fetchall() if returns_rows else [], cur.rowcount)
 
-    async def _send_named(self, held: Held, named: Named, args: Params, timeout: str | None) -> Any:
-        """As :func:`dbapi.send_named` (psycopg), awaited."""
-        cur = kept_cursor(held, CLIENT, self._client_cursor)
-        sends = messages(named, names_in(held.info, held.connection), timeout)
-        text, before = next(sends)
-        while True:
-            try:
-                await cur.execute(text, args, prepare=False)
-            except self.error as e:
-                text, before = sends.send(e)  # raises, or gives the message to send next
-                continue
-            next(sends, None)  # it ran: the session has the name
-            return at_result(cur, before)
-
     def translated(self, adapted: Any, error: Exception) -> Exception:
         return error
 
@@ -171,8 +175,11 @@ class Asyncpg:
         self.error: type[Exception] = dbapi.Error
         self.several = False  # a statement with arguments is one message of its own
 
+    def in_autocommit(self, conn: Any) -> bool:
+        return True  # asyncpg has no mode: no transaction open is autocommit
+
     async def enter_autocommit(self, conn: Any) -> object:
-        return UNCHANGED  # asyncpg has no mode: no transaction open is autocommit
+        return UNCHANGED
 
     async def leave_autocommit(self, conn: Any, before: object) -> None:
         return None
@@ -216,6 +223,9 @@ class Aiosqlite:
     def __init__(self, dbapi: Any) -> None:
         self.error: type[Exception] = dbapi.Error
         self.several = False
+
+    def in_autocommit(self, conn: Any) -> bool:
+        return conn.isolation_level is None
 
     async def enter_autocommit(self, conn: Any) -> object:
         return isolation_none(conn)
