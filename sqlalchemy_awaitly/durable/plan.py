@@ -215,15 +215,12 @@ def _leased(o: RunOptions, remark: str | None, trace: RunTrace | None) -> Plan[R
                 yield StopHeartbeat(state)
     finally:
         if lease is not None and not state.released:
-            try:
-                yield from repeated_if_unknown(Release(lease.key, lease.value))
-            except Exception:
-                log.warning("could not release the lease of %r; it expires", o.workflow_id)
+            yield from _given_back(o, lease)
 
 
 def _given_back(o: RunOptions, lease: Lease) -> Plan[None]:
-    """After a failed attempt to take ``lease``, which it may have taken all the same
-    (a reply lost twice): release it if it is ours, else it blocks the id for a TTL."""
+    """Release ``lease`` if it is ours (a run ending; an attempt to take it that failed,
+    which may have taken it all the same). If that fails too, it expires after a TTL."""
     try:
         yield from repeated_if_unknown(Release(lease.key, lease.value))
     except Exception:
