@@ -54,7 +54,7 @@ class Named:
     name: str
     execute: str  # EXECUTE name(%(a)s, ...), for client-side binding
     prepare: str  # a DO block that prepares it in this session unless it is there
-    names: tuple[str, ...] = ()  # every name it runs: several, for :func:`in_one_message`
+    names: tuple[str, ...]  # every name it runs: several, for :func:`in_one_message`
     statements: int = 1  # in ``execute`` (and DO blocks in ``prepare``); the last is read
 
     def message(self, timeout: str | None, prepare: bool) -> tuple[str, int]:
@@ -146,7 +146,7 @@ def messages(named: Named, have: set[str], timeout: str | None) -> Sends:
     flow for the drivers, sync and asyncio, that only do the sending.
     """
     names = named.names
-    if names[-1] in have and (len(names) == 1 or have.issuperset(names)):
+    if have.issuperset(names):
         error = yield named.message(timeout, prepare=False)
         if error is None:
             return
