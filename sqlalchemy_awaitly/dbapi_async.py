@@ -104,9 +104,7 @@ class AsyncPsycopg:
         return bool(conn.autocommit)
 
     async def enter_autocommit(self, conn: Any) -> object:
-        if conn.autocommit:
-            return UNCHANGED
-        await conn.set_autocommit(True)
+        await conn.set_autocommit(True)  # awaited only when not in autocommit
         return False
 
     async def leave_autocommit(self, conn: Any, before: object) -> None:
