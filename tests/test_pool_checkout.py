@@ -133,6 +133,30 @@ def test_pre_ping_and_debug_echo_get_the_full_checkout(
         engine.dispose()
 
 
+def test_a_pooled_connection_keeps_one_holder_until_it_reconnects(postgres: PostgresHandle) -> None:
+    """One :class:`Held` per pooled connection, not one per call; a reconnected record,
+    or another store's checkouts on the same engine, get their own."""
+    engine = create_engine(postgres.url, pool_size=1, max_overflow=0, pool_timeout=2)
+    try:
+        checkouts = _checkouts(engine)
+        first = checkouts.take()
+        first.release()
+        again = checkouts.take()
+        assert again is first
+        again.invalidate(RuntimeError("the server dropped it"))
+        again.release()
+        fresh = checkouts.take()
+        assert fresh is not first and fresh.connection is not first.connection
+        assert fresh.connection is fresh._record.driver_connection  # type: ignore[union-attr]
+        fresh.release()
+        other = Checkouts(engine, guard_pool(engine), Psycopg(None).in_transaction)
+        theirs = other.take()
+        assert theirs is not fresh and theirs.connection is fresh.connection
+        theirs.release()
+    finally:
+        engine.dispose()
+
+
 def test_a_connection_handed_back_inside_a_transaction_is_closed(engine: Engine) -> None:
     checkouts = _checkouts(engine)
     held = checkouts.take()
