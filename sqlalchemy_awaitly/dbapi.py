@@ -19,8 +19,10 @@ from sqlalchemy.engine import Dialect
 from .named_statements import (
     Named,
     PrepareRefused,
+    Sends,
     messages,
     names_in,
+    plain_message,
     refused,
     timeout_statement,
 )
@@ -220,15 +222,25 @@ def send_named(
     message (and is told not to prepare the message itself); a psycopg2 one only the
     last, the statement's."""
     extra = {"prepare": False} if psycopg else {}
-    sends = messages(named, names_in(held.info, held.connection), timeout)
-    text, before = next(sends)
+    have = names_in(held.info, held.connection)
+    sends: Sends | None = None
+    first = plain_message(named, have, timeout)
+    if first is None:
+        sends = messages(named, have, timeout)
+        first = next(sends)
+    text, before = first
     while True:
         try:
             cur.execute(text, args, **extra)
         except error as e:
-            text, before = sends.send(e)  # raises, or gives the message to send next
+            if sends is None:  # the plain message failed: the flow takes over
+                sends = messages(named, have, timeout, e)
+                text, before = next(sends)
+            else:
+                text, before = sends.send(e)  # raises, or gives the message to send next
             continue
-        next(sends, None)  # it ran: the session has the name
+        if sends is not None:
+            next(sends, None)  # it ran: the session has the name
         return at_result(cur, before if psycopg else 0)
 
 

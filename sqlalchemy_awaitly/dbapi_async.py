@@ -30,7 +30,7 @@ from .dbapi import (
     kept_cursor,
     with_timeout,
 )
-from .named_statements import Named, PrepareRefused, messages, names_in
+from .named_statements import Named, PrepareRefused, Sends, messages, names_in, plain_message
 from .pool_checkout import Held
 
 
@@ -130,15 +130,25 @@ class AsyncPsycopg:
         if named is not None and self._sync.by_name(held.connection):
             try:  # as dbapi.send_named (psycopg), awaited
                 cur = kept_cursor(held, CLIENT, self._client_cursor)
-                sends = messages(named, names_in(held.info, held.connection), timeout)
-                text, before = next(sends)
+                have = names_in(held.info, held.connection)
+                sends: Sends | None = None
+                first = plain_message(named, have, timeout)
+                if first is None:
+                    sends = messages(named, have, timeout)
+                    first = next(sends)
+                text, before = first
                 while True:
                     try:
                         await cur.execute(text, args, prepare=False)
                     except self.error as e:
-                        text, before = sends.send(e)  # raises, or the message to send next
+                        if sends is None:  # the plain message failed: the flow takes over
+                            sends = messages(named, have, timeout, e)
+                            text, before = next(sends)
+                        else:
+                            text, before = sends.send(e)  # raises, or the next message
                         continue
-                    next(sends, None)  # it ran: the session has the name
+                    if sends is not None:
+                        next(sends, None)  # it ran: the session has the name
                     cur = at_result(cur, before)
                     return Outcome(await cur.fetchall() if returns_rows else [], cur.rowcount)
             except PrepareRefused as e:

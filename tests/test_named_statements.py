@@ -23,7 +23,13 @@ from store_kinds import with_driver
 
 from sqlalchemy_awaitly import AsyncSQLAlchemyKeyValueStore, SQLAlchemyKeyValueStore
 from sqlalchemy_awaitly.execution import compile_ops
-from sqlalchemy_awaitly.named_statements import PREFIX, in_one_message, named
+from sqlalchemy_awaitly.named_statements import (
+    PREFIX,
+    in_one_message,
+    messages,
+    named,
+    plain_message,
+)
 from sqlalchemy_awaitly.schema import workflow_state_table
 
 ONE = {"pool_size": 1, "max_overflow": 0}
@@ -74,6 +80,33 @@ def test_statements_in_one_message_read_the_last_one() -> None:
     assert before == 4  # the timeout, two DO blocks, the first EXECUTE
     assert text_.endswith(f"; {first.execute}; {second.execute}")
     assert text_.count("DO $awaitly$") == 2
+
+
+class _Failed(Exception):
+    """A driver's error as the flow reads it: only its SQLSTATE."""
+
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(sqlstate)
+        self.sqlstate = sqlstate
+
+
+def test_the_bare_execute_is_sent_without_the_flow_only_when_the_flow_would_send_it() -> None:
+    n = named("SELECT %(a)s")
+    assert plain_message(n, {n.name}, None) == next(messages(n, {n.name}, None))
+    assert plain_message(n, set(), None) is None  # the flow prepares first
+    assert plain_message(n, {n.name}, "250") is None  # the timeout goes in front
+
+
+def test_the_flow_takes_over_after_the_bare_execute_failed() -> None:
+    n = named("SELECT %(a)s")
+    have = {n.name, "other"}
+    sends = messages(n, have, None, plain_failed=_Failed("26000"))
+    assert next(sends) == n.message(None, prepare=True)  # not the bare EXECUTE again
+    assert have == {"other"}  # the session lost the name
+    next(sends, None)
+    assert have == {n.name, "other"}
+    with pytest.raises(_Failed, match="40001"):  # anything else is the statement's answer
+        next(messages(n, {n.name}, None, plain_failed=_Failed("40001")))
 
 
 @pytest.fixture
