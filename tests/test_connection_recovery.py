@@ -31,18 +31,25 @@ POOL = 5
 
 
 def _terminate(url: str, application_name: str) -> int:
+    """End the sessions named ``application_name``; how many ended.
+
+    Waits (up to 10 s each, PostgreSQL 14+) until each backend has exited, so
+    its goodbye is on the client's socket. Without the wait a statement could
+    reach a backend still on its way out, which then closes the socket with
+    the statement unread: the client may get a reset instead of 57P01, and can
+    no longer tell that nothing ran (a real restart races the same way).
+    """
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            return len(
-                conn.execute(
-                    text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE application_name = :name"
-                    ),
-                    {"name": application_name},
-                ).all()
-            )
+            ended = conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
+                    "WHERE application_name = :name"
+                ),
+                {"name": application_name},
+            ).scalars()
+            return sum(1 for gone in ended if gone)
     finally:
         engine.dispose()
 
