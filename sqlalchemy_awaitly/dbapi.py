@@ -19,10 +19,9 @@ from sqlalchemy.engine import Dialect
 from .named_statements import (
     Named,
     PrepareRefused,
-    Sends,
-    messages,
+    after_error,
+    first_message,
     names_in,
-    plain_message,
     refused,
     timeout_statement,
 )
@@ -223,21 +222,12 @@ def send_named(
     last, the statement's."""
     extra = {"prepare": False} if psycopg else {}
     have = names_in(held.info, held.connection)
-    sends: Sends | None = None
-    first = plain_message(named, have, timeout)
-    if first is None:
-        sends = messages(named, have, timeout)
-        first = next(sends)
-    text, before = first
+    sends, (text, before) = first_message(named, have, timeout)
     while True:
         try:
             cur.execute(text, args, **extra)
         except error as e:
-            if sends is None:  # the plain message failed: the flow takes over
-                sends = messages(named, have, timeout, e)
-                text, before = next(sends)
-            else:
-                text, before = sends.send(e)  # raises, or gives the message to send next
+            sends, (text, before) = after_error(sends, named, have, timeout, e)  # or raises
             continue
         if sends is not None:
             next(sends, None)  # it ran: the session has the name

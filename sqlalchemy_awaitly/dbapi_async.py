@@ -30,7 +30,7 @@ from .dbapi import (
     kept_cursor,
     with_timeout,
 )
-from .named_statements import Named, PrepareRefused, Sends, messages, names_in, plain_message
+from .named_statements import Named, PrepareRefused, after_error, first_message, names_in
 from .pool_checkout import Held
 
 
@@ -131,21 +131,12 @@ class AsyncPsycopg:
             try:  # as dbapi.send_named (psycopg), awaited
                 cur = kept_cursor(held, CLIENT, self._client_cursor)
                 have = names_in(held.info, held.connection)
-                sends: Sends | None = None
-                first = plain_message(named, have, timeout)
-                if first is None:
-                    sends = messages(named, have, timeout)
-                    first = next(sends)
-                text, before = first
+                sends, (text, before) = first_message(named, have, timeout)
                 while True:
                     try:
                         await cur.execute(text, args, prepare=False)
                     except self.error as e:
-                        if sends is None:  # the plain message failed: the flow takes over
-                            sends = messages(named, have, timeout, e)
-                            text, before = next(sends)
-                        else:
-                            text, before = sends.send(e)  # raises, or the next message
+                        sends, (text, before) = after_error(sends, named, have, timeout, e)
                         continue
                     if sends is not None:
                         next(sends, None)  # it ran: the session has the name

@@ -136,13 +136,31 @@ Message = tuple[str, int]  # a text to send, and how many results precede the st
 Sends = Generator[Message, Exception | None, None]
 
 
-def plain_message(named: Named, have: set[str], timeout: str | None) -> Message | None:
-    """The first message of :func:`messages` when it is the bare ``EXECUTE`` (nearly every
-    call), for the drivers to send without starting that flow, which cost an asyncio
-    call about 1.5 us (benchmark 3); they hand it its error, if any."""
+Flow = tuple[Sends | None, Message]  # the flow (None: not started), and what to send next
+
+
+def first_message(named: Named, have: set[str], timeout: str | None) -> Flow:
+    """The first message of :func:`messages`, and the flow its answer goes to.
+
+    Nearly every call's is the bare ``EXECUTE`` of a name the session has; it goes
+    without starting the flow (None), which cost an asyncio call about 1.5 us
+    (benchmark 3). :func:`after_error` starts it if that message fails.
+    """
     if timeout is None and have.issuperset(named.names):
-        return named.message(None, prepare=False)
-    return None
+        return None, named.message(None, prepare=False)
+    sends = messages(named, have, timeout)
+    return sends, next(sends)
+
+
+def after_error(
+    sends: Sends | None, named: Named, have: set[str], timeout: str | None, error: Exception
+) -> Flow:
+    """The message to send after ``error``, or ``error`` (or :class:`PrepareRefused`)
+    raised, as :func:`messages` decides."""
+    if sends is None:  # the bare EXECUTE failed: the flow takes over from there
+        sends = messages(named, have, timeout, plain_failed=error)
+        return sends, next(sends)
+    return sends, sends.send(error)
 
 
 def messages(
@@ -155,7 +173,7 @@ def messages(
     nothing ran) or without the name, the message that prepares it first. Any other
     error is raised again; a refused ``DO`` block raises :class:`PrepareRefused`. One
     flow for the drivers, sync and asyncio, that only do the sending.
-    ``plain_failed``: the error of the :func:`plain_message` already sent.
+    ``plain_failed``: the error of the bare ``EXECUTE`` already sent (:func:`first_message`).
     """
     names = named.names
     error = plain_failed

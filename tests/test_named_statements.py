@@ -25,10 +25,11 @@ from sqlalchemy_awaitly import AsyncSQLAlchemyKeyValueStore, SQLAlchemyKeyValueS
 from sqlalchemy_awaitly.execution import compile_ops
 from sqlalchemy_awaitly.named_statements import (
     PREFIX,
+    after_error,
+    first_message,
     in_one_message,
     messages,
     named,
-    plain_message,
 )
 from sqlalchemy_awaitly.schema import workflow_state_table
 
@@ -92,21 +93,27 @@ class _Failed(Exception):
 
 def test_the_bare_execute_is_sent_without_the_flow_only_when_the_flow_would_send_it() -> None:
     n = named("SELECT %(a)s")
-    assert plain_message(n, {n.name}, None) == next(messages(n, {n.name}, None))
-    assert plain_message(n, set(), None) is None  # the flow prepares first
-    assert plain_message(n, {n.name}, "250") is None  # the timeout goes in front
+    sends, first = first_message(n, {n.name}, None)
+    assert sends is None and first == next(messages(n, {n.name}, None))
+    sends, first = first_message(n, set(), None)  # the flow prepares first
+    assert sends is not None and first == n.message(None, prepare=True)
+    sends, first = first_message(n, {n.name}, "250")  # the timeout goes in front
+    assert sends is not None and first == n.message("250", prepare=False)
 
 
 def test_the_flow_takes_over_after_the_bare_execute_failed() -> None:
     n = named("SELECT %(a)s")
     have = {n.name, "other"}
-    sends = messages(n, have, None, plain_failed=_Failed("26000"))
-    assert next(sends) == n.message(None, prepare=True)  # not the bare EXECUTE again
+    sends, first = after_error(None, n, have, None, _Failed("26000"))
+    assert first == n.message(None, prepare=True)  # not the bare EXECUTE again
     assert have == {"other"}  # the session lost the name
     next(sends, None)
     assert have == {n.name, "other"}
     with pytest.raises(_Failed, match="40001"):  # anything else is the statement's answer
-        next(messages(n, {n.name}, None, plain_failed=_Failed("40001")))
+        after_error(None, n, {n.name}, None, _Failed("40001"))
+    with pytest.raises(_Failed, match="40001"):  # and from a flow already started
+        started, _ = first_message(n, set(), None)
+        after_error(started, n, set(), None, _Failed("40001"))
 
 
 @pytest.fixture
